@@ -1,0 +1,16 @@
+"""Erasure-based interpretability for text models, as Captum attributions.
+
+Every method evaluates its perturbed inputs through one engine
+(:class:`captum_erasure.engine.PerturbationEngine`), which packs the perturbations of many
+examples into large batches on the model's device.
+"""
+
+from .engine import EngineStats, PerturbationEngine, Row, score_erasures
+from .scores import SCORES, erasure_scores
+from .text import NOT_A_FEATURE, word_feature_mask, word_tokens
+from .word_erasure import WordErasure, WordScores
+
+__all__ = [
+    "EngineStats", "PerturbationEngine", "Row", "score_erasures", "SCORES", "erasure_scores",
+    "NOT_A_FEATURE", "word_feature_mask", "word_tokens", "WordErasure", "WordScores",
+]

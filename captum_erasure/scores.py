@@ -1,0 +1,110 @@
+"""How a perturbed output is compared with the original one.
+
+All scores are "original minus erased" in spirit: positive when erasing the feature hurts the
+target class.
+
+- ``"eq1"``: Li, Monroe & Jurafsky (2016) Eq. 1 with the paper-consistent sign,
+  ``(log P(c|e) - log P(c|e\\d)) / (-log P(c|e))``. 0 when nothing changes, bounded below by
+  -1, unbounded above. When ``P(c|e)`` rounds to 1 (``-log P = 0``) the denominator is clamped at
+  ``EQ1_MIN_DENOMINATOR``, so the score is the raw log-probability drop times 1e12: huge and
+  positive if erasure lowers the label's probability, 0 if it does not, and still >= -1 in
+  practice. Log-probabilities are computed in float64 from logits, so this only happens when the
+  logit gap exceeds about 700 or the forward returns probabilities of exactly 1.
+- ``"log_prob_diff"``: ``log P(c|e) - log P(c|e\\d)`` (Eq. 1's numerator).
+- ``"prob_diff"``: ``P(c|e) - P(c|e\\d)``; Captum's FeatureAblation on a softmax forward.
+- ``"logit_diff"``: ``z_c(e) - z_c(e\\d)`` on the raw forward output.
+- ``"output_diff"``: raw output difference for every output element (``target`` may be None);
+  what Captum's FeatureAblation does with any forward, e.g. inside ``LLMAttribution``.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+SCORES = ("eq1", "log_prob_diff", "prob_diff", "logit_diff", "output_diff")
+OUTPUT_KINDS = ("logits", "probs", "log_probs")
+EQ1_MIN_DENOMINATOR = 1e-12
+
+
+def check_score(score: str) -> str:
+    if score not in SCORES:
+        raise ValueError(f"unknown score {score!r}; choose one of {SCORES}")
+    return score
+
+
+def log_probs(outputs: Tensor, output_kind: str) -> Tensor:
+    """Float64 log-probabilities from a forward's outputs of the given kind."""
+    outputs = outputs.double()
+    if output_kind == "logits":
+        return torch.log_softmax(outputs, dim=-1)
+    if output_kind == "probs":
+        return outputs.clamp_min(1e-300).log()  # P=0 would make Eq. 1 undefined
+    if output_kind == "log_probs":
+        return outputs
+    raise ValueError(f"unknown output kind {output_kind!r}; choose one of {OUTPUT_KINDS}")
+
+
+def resolve_targets(target, original_outputs: Tensor) -> Tensor | None:
+    """One class index per example; ``None`` means the predicted class.
+
+    Accepts an int, a sequence or a tensor of ints (one per example). Raises a clear error for a
+    class outside the model's range or a wrong number of targets.
+    """
+    n_examples, n_classes = original_outputs.shape[0], original_outputs.shape[-1]
+    if target is None:
+        return original_outputs.argmax(-1)
+    if isinstance(target, Tensor):
+        if target.is_floating_point():
+            raise TypeError("target must hold integer class indices, got a float tensor")
+        target = target.flatten().tolist()
+    if isinstance(target, int):
+        target = [target] * n_examples
+    if not isinstance(target, Sequence) or not all(isinstance(t, int) for t in target):
+        raise TypeError(
+            f"target must be None, an int, or one int per example; got {target!r}. Captum's "
+            "tuple targets for multi-dimensional outputs are not supported here")
+    if len(target) == 1:
+        target = list(target) * n_examples
+    if len(target) != n_examples:
+        raise ValueError(f"got {len(target)} targets for {n_examples} examples")
+    bad = [t for t in target if not 0 <= t < n_classes]
+    if bad:
+        raise ValueError(
+            f"target {bad[0]} is outside the model's class range [0, {n_classes - 1}]")
+    return torch.tensor(target, dtype=torch.long)
+
+
+def erasure_scores(original: Tensor, erased: Tensor, target: Tensor | None, score: str,
+                   output_kind: str = "logits") -> Tensor:
+    """Score each erased row against its example's original output.
+
+    Args:
+        original: ``(rows, n_outputs)``, the unperturbed output of each row's example.
+        erased: ``(rows, n_outputs)``, the perturbed outputs.
+        target: ``(rows,)`` class index per row (``None`` only for ``"output_diff"``).
+    Returns:
+        ``(rows,)`` float64 scores, or ``(rows, n_outputs)`` for ``"output_diff"`` without target.
+    """
+    check_score(score)
+    if score == "output_diff":
+        diff = original.double() - erased.double()
+        return diff if target is None else diff.gather(-1, target[:, None])[:, 0]
+    if target is None:
+        raise ValueError(f"score {score!r} needs a target class")
+
+    def pick(values: Tensor) -> Tensor:
+        return values.gather(-1, target[:, None].to(values.device))[:, 0]
+
+    if score == "logit_diff":
+        return pick(original.double()) - pick(erased.double())
+    lp_orig, lp_erased = pick(log_probs(original, output_kind)), pick(log_probs(erased, output_kind))
+    if score == "prob_diff":
+        return lp_orig.exp() - lp_erased.exp()
+    drop = lp_orig - lp_erased
+    if score == "log_prob_diff":
+        return drop
+    # eq1: relative change of the label's log-likelihood (sign convention in methods.md).
+    return drop / (-lp_orig).clamp_min(EQ1_MIN_DENOMINATOR)
