@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
-from captum.attr import FeatureAblation
+from captum.attr import FeatureAblation, InterpretableInput
 from captum.log import log_usage
 from torch import Tensor, nn
 
@@ -35,6 +35,12 @@ def input_embeddings(forward_func: Callable) -> nn.Module | None:
         forward_func, "__self__", None)
     getter = getattr(owner, "get_input_embeddings", None)
     return getter() if callable(getter) else None
+
+
+def _interpretable_call(extra: tuple) -> bool:
+    """True inside Captum's LLMAttribution, whose forward receives the InterpretableInput:
+    the inputs are then 0/1 feature indicators, not token ids."""
+    return any(isinstance(a, InterpretableInput) for a in extra)
 
 
 class WordErasure(FeatureAblation):
@@ -66,9 +72,10 @@ class WordErasure(FeatureAblation):
     Batching: all perturbations of all examples in the call are packed into forwards of
     ``batch_size`` rows (and at most ``max_tokens`` padded tokens). ``perturbations_per_eval``
     keeps Captum's meaning when given: ``perturbations_per_eval x n_examples`` rows per forward.
-    Float inputs (e.g. Captum's interpretable tensors inside ``LLMAttribution``) are ablated by
-    replacement with the raw ``"output_diff"`` score by default, one row per forward unless told
-    otherwise, exactly like ``FeatureAblation``.
+    Float inputs, and Captum's interpretable indicator tensors inside ``LLMAttribution`` (whose
+    forward receives the ``InterpretableInput``), are ablated by replacement with the raw
+    ``"output_diff"`` score by default, one row per forward unless told otherwise (that forward
+    takes one row), exactly like ``FeatureAblation``.
     """
 
     def __init__(self, forward_func: Callable, *, output: str = "logits",
@@ -127,12 +134,12 @@ class WordErasure(FeatureAblation):
         if not isinstance(inputs, Tensor) or inputs.dim() != 2:
             raise ValueError("inputs must be a (batch, sequence) tensor of token ids, got "
                              f"{getattr(inputs, 'shape', type(inputs))}")
-        is_ids = not inputs.is_floating_point()
+        extra = self._extra_args(additional_forward_args)
+        is_ids = not inputs.is_floating_point() and not _interpretable_call(extra)
         score = check_score(score or ("eq1" if is_ids else "output_diff"))
         if not is_ids and mode != "replace":
-            raise ValueError(f"mode={mode!r} needs token ids; float inputs only support "
-                             "mode='replace'")
-        extra = self._extra_args(additional_forward_args)
+            raise ValueError(f"mode={mode!r} needs token ids; float or interpretable inputs "
+                             "only support mode='replace'")
         mask = self._feature_mask(inputs, feature_mask, extra)
         feats = [feature_ids(row) for row in mask]
         for example, row_feats in enumerate(feats):
