@@ -162,7 +162,7 @@ class WordErasure(FeatureAblation):
             forward, batch_size=batch_size, max_tokens=self.max_tokens,
             device=self.device or model_device(self.forward_func), autocast=self.autocast,
             show_progress=show_progress)
-        lengths = self._row_lengths(mask, attention, mode)
+        lengths = self._row_lengths(mask, attention)
 
         def length(example: int, feature: int) -> int:
             if mode != "delete" or feature < 0:
@@ -219,8 +219,9 @@ class WordErasure(FeatureAblation):
                 f"{tuple(inputs.shape)} (expected (batch or 1, {inputs.shape[1]}))")
         return feature_mask.cpu().long().expand(inputs.shape)
 
-    def _row_lengths(self, mask: Tensor, attention: Tensor | None, mode: str) -> Tensor:
-        if mode == "delete":
+    def _row_lengths(self, mask: Tensor, attention: Tensor | None) -> Tensor:
+        """Attended tokens per example (the token budget's unit)."""
+        if attention is not None:
             return attention.cpu().ne(0).sum(1)
         return torch.full((mask.shape[0],), mask.shape[1])
 
@@ -249,6 +250,9 @@ class WordErasure(FeatureAblation):
                      for i, a in enumerate(extra)]
         base = self._baseline_ids(inputs_cpu, baselines) if mode == "replace" else None
         am_idx = self.attention_mask_index
+        if attention is not None:
+            columns = torch.arange(inputs.shape[1]).expand(inputs.shape)
+            attended_width = (columns * attention.cpu().ne(0)).amax(1) + 1
 
         def collate(rows: list[Row]) -> tuple:
             examples = torch.tensor([r.example for r in rows])
@@ -257,8 +261,13 @@ class WordErasure(FeatureAblation):
             ids = inputs_cpu[examples]
             args = [a[examples] if per_token[i] or per_example[i] else a
                     for i, a in enumerate(extra_cpu)]
+            if attention is not None and mode != "delete":
+                # Right padding shared by every row of the chunk is dead weight: drop it.
+                width = int(attended_width[examples].max())
+                ids, erase = ids[:, :width], erase[:, :width]
+                args = [a[:, :width] if per_token[i] else a for i, a in enumerate(args)]
             if mode == "replace":
-                ids = torch.where(erase, base[examples], ids)
+                ids = torch.where(erase, base[examples, :ids.shape[1]], ids)
             elif mode == "attention":
                 args[am_idx] = args[am_idx].masked_fill(erase, 0)
             elif mode == "delete":
