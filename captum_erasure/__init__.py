@@ -5,12 +5,14 @@ Every method evaluates its perturbed inputs through one engine
 examples into large batches on the model's device.
 """
 
+from .dimension_erasure import EmbeddingDimensionErasure
 from .engine import EngineStats, PerturbationEngine, Row, score_erasures
+from .hidden_erasure import DatasetImportance, HiddenUnitErasure
 from .scores import SCORES, erasure_scores
 from .text import NOT_A_FEATURE, word_feature_mask, word_tokens
 from .word_erasure import WordErasure, WordScores
 
 __all__ = [
-    "EngineStats", "PerturbationEngine", "Row", "score_erasures", "SCORES", "erasure_scores",
+    "EmbeddingDimensionErasure", "HiddenUnitErasure", "DatasetImportance", "EngineStats", "PerturbationEngine", "Row", "score_erasures", "SCORES", "erasure_scores",
     "NOT_A_FEATURE", "word_feature_mask", "word_tokens", "WordErasure", "WordScores",
 ]

@@ -18,6 +18,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .scores import check_outputs_fit_score, check_score, erasure_scores, resolve_targets
+
 Collate = Callable[[Sequence[Any]], tuple]
 
 DEFAULT_BATCH_SIZE = 64
@@ -208,10 +210,9 @@ def score_erasures(engine: PerturbationEngine, collate: Collate, originals: Sequ
 
     The originals go first so that a bad target or NaN output fails before the expensive part.
     """
-    from .scores import erasure_scores, resolve_targets, check_score
-
     check_score(score)
     original_outputs = engine.run(originals, collate, desc="originals")
+    check_outputs_fit_score(original_outputs, score, output_kind)
     targets = None if (score == "output_diff" and target is None) else \
         resolve_targets(target, original_outputs)
     n_examples, n_outputs = original_outputs.shape

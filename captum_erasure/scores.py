@@ -19,6 +19,7 @@ target class.
 
 from __future__ import annotations
 
+import numbers
 from typing import Sequence
 
 import torch
@@ -33,6 +34,17 @@ def check_score(score: str) -> str:
     if score not in SCORES:
         raise ValueError(f"unknown score {score!r}; choose one of {SCORES}")
     return score
+
+
+def check_outputs_fit_score(outputs: Tensor, score: str, output_kind: str) -> None:
+    """A single-column output has no class distribution: log-softmax over it is 0, so every
+    probability-based score would silently be 0."""
+    if outputs.shape[-1] == 1 and output_kind == "logits" and score in (
+            "eq1", "log_prob_diff", "prob_diff"):
+        raise ValueError(
+            f"the model returns a single output per row, so score={score!r} (which needs class "
+            "probabilities) would be 0 everywhere; return one logit per class, or use "
+            "score='logit_diff' or 'output_diff'")
 
 
 def log_probs(outputs: Tensor, output_kind: str) -> Tensor:
@@ -60,14 +72,16 @@ def resolve_targets(target, original_outputs: Tensor) -> Tensor | None:
         if target.is_floating_point():
             raise TypeError("target must hold integer class indices, got a float tensor")
         target = target.flatten().tolist()
-    if isinstance(target, int):
-        target = [target] * n_examples
-    if not isinstance(target, Sequence) or not all(isinstance(t, int) for t in target):
+    if isinstance(target, numbers.Integral):
+        target = [int(target)] * n_examples
+    if not isinstance(target, Sequence) or not all(isinstance(t, numbers.Integral)
+                                                   for t in target):
         raise TypeError(
             f"target must be None, an int, or one int per example; got {target!r}. Captum's "
             "tuple targets for multi-dimensional outputs are not supported here")
+    target = [int(t) for t in target]
     if len(target) == 1:
-        target = list(target) * n_examples
+        target = target * n_examples
     if len(target) != n_examples:
         raise ValueError(f"got {len(target)} targets for {n_examples} examples")
     bad = [t for t in target if not 0 <= t < n_classes]

@@ -273,3 +273,22 @@ def test_nan_outputs_are_reported(batch):
         WordErasure(lambda i, a: torch.full((i.shape[0], 2), float("nan"))).attribute(
             enc["input_ids"], additional_forward_args=(enc["attention_mask"],),
             feature_mask=mask)
+
+
+def test_single_output_model_is_rejected_for_probability_scores():
+    ids, attn = torch.tensor([[1, 2]]), torch.ones(1, 2)
+    single = WordErasure(lambda i, a: i.float().sum(1, keepdim=True))
+    with pytest.raises(ValueError, match="single output"):
+        single.attribute(ids, additional_forward_args=(attn,))
+    torch.testing.assert_close(
+        single.attribute(ids, target=0, additional_forward_args=(attn,), score="logit_diff"),
+        torch.tensor([[1.0, 2.0]]))
+
+
+def test_numpy_integer_targets_are_accepted():
+    np = pytest.importorskip("numpy")
+    ids, attn = torch.tensor([[1, 2, 3]]), torch.ones(1, 3, dtype=torch.long)
+    method = WordErasure(BagOfWords())
+    torch.testing.assert_close(
+        method.attribute(ids, target=np.int64(0), additional_forward_args=(attn,)),
+        method.attribute(ids, target=0, additional_forward_args=(attn,)))
