@@ -104,23 +104,6 @@ class _Unit:
     unit: int
 
 
-def _final_state_hook(mask: Tensor) -> Callable:
-    """Zero the erased units in an RNN's final hidden state ``h_n`` too, so that a model that
-    reads ``h_n`` instead of the output sequence sees the same erasure (``c_n`` is kept: it is
-    the cell, not the unit's output)."""
-    def hook(module: nn.RNNBase, inputs: Any, output: Any) -> Any:
-        out, state = output
-        h_n = state[0] if isinstance(state, tuple) else state
-        if h_n.dim() != 3:
-            return None  # unbatched input: the output hook already rejected or handled it
-        dirs = 2 if module.bidirectional else 1
-        # Output unit u belongs to direction u // H; h_n's last layer holds rows -dirs..-1.
-        keep = mask.to(h_n.device, h_n.dtype).reshape(mask.shape[0], dirs, -1).transpose(0, 1)
-        h_n = torch.cat([h_n[:-dirs], h_n[-dirs:] * keep], 0)
-        return out, ((h_n, state[1]) if isinstance(state, tuple) else h_n)
-    return hook
-
-
 def as_input_tuple(inputs: Any) -> tuple[tuple[Tensor, ...], bool]:
     """The input tensors as a tuple, and whether they came as a tuple."""
     is_tuple = isinstance(inputs, tuple)
@@ -303,9 +286,6 @@ class UnitErasureBase(PerturbationAttribution):
                        for i, m in enumerate(modules)]
             try:
                 with zeroing(modules, masks, over="units"):
-                    handles += [m.register_forward_hook(_final_state_hook(mask))
-                                for m, mask in zip(modules, masks)
-                                if mask is not None and isinstance(m, nn.RNNBase)]
                     out = self.forward_func(*args)
             finally:
                 for handle in handles:

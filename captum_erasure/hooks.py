@@ -1,7 +1,7 @@
 """Zeroing parts of a module's output per batch row, through forward hooks.
 
 Used by every erasure that acts inside the model (word vectors, embedding dimensions, hidden
-units). Works for modules that return a tensor and for modules that return a tuple whose first
+units). For recurrent modules, unit erasure also reaches the final state ``h_n``. Works for modules that return a tensor and for modules that return a tuple whose first
 element is the activation (``nn.LSTM``/``nn.GRU``/``nn.RNN``, HF layers), which Captum's
 LayerFeatureAblation cannot handle.
 """
@@ -44,6 +44,21 @@ def _replace_first(output, new: Tensor):
     return output
 
 
+def _zero_final_state(module: nn.RNNBase, output, mask: Tensor):
+    """Zero the erased units in an RNN's final hidden state ``h_n`` too, so that a model that
+    reads ``h_n`` instead of the output sequence sees the same erasure (``c_n`` is kept: it is
+    the cell, not the unit's output)."""
+    out, state = output
+    h_n = state[0] if isinstance(state, tuple) else state
+    if h_n.dim() != 3:
+        return output  # unbatched input
+    dirs = 2 if module.bidirectional else 1
+    # Output unit u belongs to direction u // H; h_n's last layer holds rows -dirs..-1.
+    keep = mask.to(h_n.device, h_n.dtype).reshape(mask.shape[0], dirs, -1).transpose(0, 1)
+    h_n = torch.cat([h_n[:-dirs], h_n[-dirs:] * keep], 0)
+    return out, ((h_n, state[1]) if isinstance(state, tuple) else h_n)
+
+
 @contextlib.contextmanager
 def zeroing(modules: Sequence[nn.Module], masks: Sequence[Tensor | None],
             over: str = "units") -> Iterator[None]:
@@ -70,7 +85,10 @@ def zeroing(modules: Sequence[nn.Module], masks: Sequence[Tensor | None],
                     f"{type(module).__name__} output has batch size {act.shape[dim]} but the "
                     f"erasure mask has {mask.shape[0]} rows")
             keep = mask.to(device=act.device, dtype=act.dtype).reshape(shape)
-            return _replace_first(output, act * keep)
+            output = _replace_first(output, act * keep)
+            if over == "units" and isinstance(module, nn.RNNBase):
+                output = _zero_final_state(module, output, mask)
+            return output
         return hook
 
     try:
