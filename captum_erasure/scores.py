@@ -68,10 +68,10 @@ def resolve_targets(target, original_outputs: Tensor) -> Tensor | None:
     n_examples, n_classes = original_outputs.shape[0], original_outputs.shape[-1]
     if target is None:
         return original_outputs.argmax(-1)
-    if isinstance(target, Tensor):
-        if target.is_floating_point():
-            raise TypeError("target must hold integer class indices, got a float tensor")
-        target = target.flatten().tolist()
+    if isinstance(target, Tensor) and target.is_floating_point():
+        raise TypeError("target must hold integer class indices, got a float tensor")
+    if hasattr(target, "tolist") and not isinstance(target, numbers.Integral):
+        target = list(target.reshape(-1).tolist())  # tensors and numpy arrays
     if isinstance(target, numbers.Integral):
         target = [int(target)] * n_examples
     if not isinstance(target, Sequence) or not all(isinstance(t, numbers.Integral)

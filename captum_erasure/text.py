@@ -17,7 +17,7 @@ def word_feature_mask(encoding, batch_size: int | None = None) -> Tensor:
     ``encoding`` is what ``tokenizer(texts, ...)`` returns (a fast tokenizer is required:
     slow tokenizers have no ``word_ids``).
     """
-    if not getattr(encoding, "is_fast", False) and not hasattr(encoding, "encodings"):
+    if not getattr(encoding, "is_fast", False):
         raise TypeError("word_feature_mask needs the output of a fast (Rust) tokenizer, which "
                         "records word_ids; load the tokenizer with use_fast=True")
     input_ids = encoding["input_ids"]

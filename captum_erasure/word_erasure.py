@@ -50,8 +50,8 @@ class WordErasure(FeatureAblation):
     ``"eq1"``, Li et al.'s relative log-likelihood change; see :mod:`captum_erasure.scores`) and
     ``mode=``:
 
-    - ``"replace"``: tokens replaced by ``baselines`` (default 0, BERT's ``[PAD]``): Captum's
-      semantics.
+    - ``"replace"``: tokens replaced by ``baselines`` (default 0, Captum's default: BERT's
+      ``[PAD]``, but ``<s>`` for RoBERTa vocabularies: pass ``tokenizer.pad_token_id``).
     - ``"delete"``: tokens removed and the sequence re-packed (right padding), which is what Li
       et al. mean by erasing a word. Needs the attention mask.
     - ``"attention"``: attention-mask entries set to 0. Needs the attention mask.
@@ -64,6 +64,9 @@ class WordErasure(FeatureAblation):
     mask. Other forward arguments shaped like the inputs (e.g. ``token_type_ids``) are treated
     per token (and re-packed in delete mode); tensors with one row per example are repeated per
     perturbation; anything else is passed unchanged.
+
+    ``pad_token_id`` (default 0) fills the right padding of re-packed rows in delete mode; it is
+    always under a zero attention mask.
 
     ``feature_mask`` groups tokens into words (see :func:`captum_erasure.word_feature_mask`);
     tokens with a negative id are never erased and get attribution 0. Without a mask every

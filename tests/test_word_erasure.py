@@ -290,5 +290,12 @@ def test_numpy_integer_targets_are_accepted():
     ids, attn = torch.tensor([[1, 2, 3]]), torch.ones(1, 3, dtype=torch.long)
     method = WordErasure(BagOfWords())
     torch.testing.assert_close(
-        method.attribute(ids, target=np.int64(0), additional_forward_args=(attn,)),
+        method.attribute(ids, target=np.array([0]), additional_forward_args=(attn,)),
         method.attribute(ids, target=0, additional_forward_args=(attn,)))
+
+
+def test_word_feature_mask_rejects_slow_tokenizer_output(tokenizer):
+    from transformers import BatchEncoding
+    slow = BatchEncoding({"input_ids": [[2, 5, 3]]})  # what a slow tokenizer returns
+    with pytest.raises(TypeError, match="fast"):
+        word_feature_mask(slow)
