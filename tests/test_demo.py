@@ -1,0 +1,25 @@
+"""The main job's wiring, end to end, with the tiny model standing in for the default one."""
+
+import pandas as pd
+
+from captum_erasure import demo
+
+
+def test_demo_writes_figures_and_tables(monkeypatch, tmp_path, capsys, tiny_model,
+                                        tiny_tokenizer):
+    texts = ["the movie was good", "a very dull plot", "i liked it !", "not fun, but great",
+             "the acting was bad", "boring script"]
+    frame = pd.DataFrame({"id": range(len(texts)), "text": texts, "rating": [1.0] * len(texts),
+                          "label": [2, 0, 2, 2, 0, 0]})
+    monkeypatch.setattr(demo, "load_default_model",
+                        lambda device=None, rebuild=False: (tiny_model, tiny_tokenizer))
+    monkeypatch.setattr(demo, "default_model_info", lambda: {"test_accuracy": 0.5})
+    monkeypatch.setattr(demo, "load_rotten_tomatoes", lambda split: frame)
+    demo.main(["--out", str(tmp_path), "--n-explain", "3", "--min-count", "1"])
+    out = capsys.readouterr().out
+    assert "test accuracy 0.500" in out and "Effective" in out and "the movie was good" in out
+    for name in ["heatmap.png", "explanations.html", "explanations.csv", "word_importance.csv",
+                 "negative_occurrences.csv", "top_positive_words.csv"]:
+        assert (tmp_path / name).stat().st_size > 0, name
+    table = pd.read_csv(tmp_path / "word_importance.csv")
+    assert set(table["word"]) >= {"movie", "dull", "boring"}
