@@ -23,6 +23,7 @@ from .scores import check_outputs_fit_score, check_score, erasure_scores, resolv
 Collate = Callable[[Sequence[Any]], tuple]
 
 DEFAULT_BATCH_SIZE = 64
+DEFAULT_SORT_WINDOW = 4096  # specs held at once for length sorting: laziness vs padding
 
 
 def model_device(forward_func: Callable) -> torch.device:
@@ -74,11 +75,14 @@ class PerturbationEngine:
         device: where inputs go; default: the device of the module behind ``forward_func``.
         autocast: run under ``torch.autocast`` (CUDA only; ``True`` means float16, or pass a dtype).
         show_progress: tqdm progress bar over rows.
+        sort_window: specs are read this many at a time and sorted by ``length`` before
+            chunking, so rows of similar length share a forward (0 or None: input order).
     """
 
     def __init__(self, forward_func: Callable, *, batch_size: int | None = None,
                  max_tokens: int | None = None, device: torch.device | str | None = None,
-                 autocast: bool | torch.dtype = False, show_progress: bool = False) -> None:
+                 autocast: bool | torch.dtype = False, show_progress: bool = False,
+                 sort_window: int | None = DEFAULT_SORT_WINDOW) -> None:
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if max_tokens is not None and max_tokens < 1:
@@ -89,24 +93,38 @@ class PerturbationEngine:
         self.device = torch.device(device) if device is not None else model_device(forward_func)
         self.autocast = autocast
         self.show_progress = show_progress
+        self.sort_window = sort_window
         self.stats = EngineStats()
 
     # -- chunking ---------------------------------------------------------------------------
-    def _chunks(self, specs: Iterable[Any]) -> Iterator[list]:
-        """Greedy chunks under the row and token budgets; lazy over ``specs``."""
+    def _windows(self, specs: Iterable[Any]) -> Iterator[list[tuple[int, Any]]]:
+        """``(index, spec)`` pairs, in windows of ``sort_window`` specs sorted by length so that
+        rows of similar length share a forward (little padding); lazy over ``specs``."""
+        numbered = enumerate(specs)
+        while True:
+            window = list(itertools.islice(numbered, self.sort_window or 1))
+            if not window:
+                return
+            if self.sort_window:
+                window.sort(key=lambda pair: getattr(pair[1], "length", 1))
+            yield window
+
+    def _chunks(self, specs: Iterable[Any]) -> Iterator[list[tuple[int, Any]]]:
+        """Greedy chunks under the row and token budgets."""
         chunk: list = []
         longest = 0
-        for spec in specs:
-            length = getattr(spec, "length", 1) if self.max_tokens else 1
-            longer = max(longest, length)
-            too_many_rows = self.batch_size is not None and len(chunk) >= self.batch_size
-            too_many_tokens = self.max_tokens is not None and chunk and \
-                longer * (len(chunk) + 1) > self.max_tokens
-            if chunk and (too_many_rows or too_many_tokens):
-                yield chunk
-                chunk, longer = [], length
-            chunk.append(spec)
-            longest = longer
+        for window in self._windows(specs):
+            for pair in window:
+                length = getattr(pair[1], "length", 1) if self.max_tokens else 1
+                longer = max(longest, length)
+                too_many_rows = self.batch_size is not None and len(chunk) >= self.batch_size
+                too_many_tokens = self.max_tokens is not None and chunk and \
+                    longer * (len(chunk) + 1) > self.max_tokens
+                if chunk and (too_many_rows or too_many_tokens):
+                    yield chunk
+                    chunk, longer = [], length
+                chunk.append(pair)
+                longest = longer
         if chunk:
             yield chunk
 
@@ -152,31 +170,43 @@ class PerturbationEngine:
             yield from self._forward_splitting_on_oom(specs[half:], collate)
 
     # -- public -----------------------------------------------------------------------------
-    def iter_outputs(self, specs: Iterable[Any], collate: Collate, *, total: int | None = None,
-                     desc: str = "perturbations") -> Iterator[tuple[list, Tensor]]:
-        """Yields ``(specs_chunk, outputs_chunk)`` in input order; outputs are float32 on CPU."""
+    def _iter_indexed(self, specs: Iterable[Any], collate: Collate, total: int | None,
+                      desc: str) -> Iterator[tuple[list[int], list, Tensor]]:
         if total is None and hasattr(specs, "__len__"):
             total = len(specs)  # type: ignore[arg-type]
         bar = tqdm(total=total, desc=desc, unit="row", disable=not self.show_progress,
                    leave=False)
         try:
             for chunk in self._chunks(specs):
+                indices = [i for i, _ in chunk]
+                rows = [spec for _, spec in chunk]
                 done = 0
-                for out in self._forward_splitting_on_oom(chunk, collate):
-                    part = chunk[done:done + out.shape[0]]
+                for out in self._forward_splitting_on_oom(rows, collate):
+                    part = slice(done, done + out.shape[0])
                     done += out.shape[0]
-                    bar.update(len(part))
-                    yield part, out
+                    bar.update(out.shape[0])
+                    yield indices[part], rows[part], out
         finally:
             bar.close()
 
+    def iter_outputs(self, specs: Iterable[Any], collate: Collate, *, total: int | None = None,
+                     desc: str = "perturbations") -> Iterator[tuple[list, Tensor]]:
+        """Yields ``(specs_chunk, outputs_chunk)``; outputs are float32 on CPU. With
+        ``sort_window`` the chunks come in length order within each window, not input order."""
+        for _, rows, out in self._iter_indexed(specs, collate, total, desc):
+            yield rows, out
+
     def run(self, specs: Iterable[Any], collate: Collate, *, total: int | None = None,
             desc: str = "perturbations") -> Tensor:
-        """All outputs, stacked in spec order: shape ``(n_specs, n_outputs)``."""
-        outs = [out for _, out in self.iter_outputs(specs, collate, total=total, desc=desc)]
-        if not outs:
+        """All outputs in spec order: shape ``(n_specs, n_outputs)``."""
+        parts = list(self._iter_indexed(specs, collate, total, desc))
+        if not parts:
             return torch.empty(0, 0)
-        return torch.cat(outs)
+        order = torch.tensor([i for indices, _, _ in parts for i in indices])
+        outs = torch.cat([out for _, _, out in parts])
+        result = torch.empty_like(outs)
+        result[order] = outs
+        return result
 
 
 @dataclass(frozen=True)

@@ -52,10 +52,31 @@ def test_specs_are_consumed_lazily():
             consumed.append(r.example)
             yield r
 
-    engine = PerturbationEngine(linear_forward, batch_size=4)
-    it = engine.iter_outputs(stream(), collate_rows)
-    next(it)
+    engine = PerturbationEngine(linear_forward, batch_size=4, sort_window=None)
+    next(engine.iter_outputs(stream(), collate_rows))
     assert len(consumed) <= 5  # one chunk (+ the row that closed it), not the whole stream
+    consumed.clear()
+    engine = PerturbationEngine(linear_forward, batch_size=2, sort_window=4)
+    next(engine.iter_outputs(stream(), collate_rows))
+    assert len(consumed) == 4  # one sorting window
+
+
+def test_length_sorting_packs_similar_rows_and_run_keeps_order():
+    widths = []
+
+    def forward(x, lengths):
+        widths.append(int(lengths.max()) * len(lengths))
+        return linear_forward(x)
+
+    def collate(rs):
+        return collate_rows(rs) + (torch.tensor([r.length for r in rs]),)
+
+    specs = rows(16)
+    unsorted = PerturbationEngine(forward, batch_size=4, sort_window=None).run(specs, collate)
+    padded_unsorted, widths[:] = sum(widths), []
+    ordered = PerturbationEngine(forward, batch_size=4).run(specs, collate)
+    assert sum(widths) < padded_unsorted
+    torch.testing.assert_close(ordered, unsorted)
 
 
 def test_oom_halves_the_chunk_and_retries():

@@ -79,7 +79,8 @@ def test_targets_gold_int_and_label_names(tiny_model, tiny_tokenizer):
     # Scores for class 0 on text 0 are the same whether asked as gold or as an int.
     as_int = explain_texts(tiny_model, tiny_tokenizer, TEXTS[:1], target=0)
     assert gold[0].scores == pytest.approx(as_int[0].scores, rel=1e-4, abs=1e-6)
-    assert as_int[0].target_probability == pytest.approx(gold[0].target_probability)
+    # Batch composition differs (1 vs 2 texts), so float rounding may too.
+    assert as_int[0].target_probability == pytest.approx(gold[0].target_probability, rel=1e-5)
 
 
 def test_other_scores(tiny_model, tiny_tokenizer):
