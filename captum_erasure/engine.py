@@ -209,6 +209,28 @@ class PerturbationEngine:
         return result
 
 
+def engine_for_call(forward: Callable, model_forward: Callable, *, n_examples: int,
+                    perturbations_per_eval: int | None, batch_size: int | None,
+                    max_tokens: int | None, device: torch.device | str | None,
+                    autocast: bool | torch.dtype, show_progress: bool,
+                    one_row_per_example: bool = False) -> PerturbationEngine:
+    """The engine for one ``attribute`` call of a method built with these options.
+
+    ``perturbations_per_eval`` keeps Captum's meaning when given (``ppe x n_examples`` rows per
+    forward); ``one_row_per_example`` is Captum's ppe=1 default for forwards that may take a
+    single row (e.g. ``LLMAttribution``'s) when no budget was set.
+    """
+    if perturbations_per_eval is not None:
+        if perturbations_per_eval < 1:
+            raise ValueError("perturbations_per_eval must be >= 1")
+        batch_size = perturbations_per_eval * n_examples
+    elif one_row_per_example and batch_size is None and max_tokens is None:
+        batch_size = n_examples
+    return PerturbationEngine(forward, batch_size=batch_size, max_tokens=max_tokens,
+                              device=device or model_device(model_forward), autocast=autocast,
+                              show_progress=show_progress)
+
+
 @dataclass(frozen=True)
 class Row:
     """One forward row: example ``example`` with feature ``slot`` erased (``slot=-1``: none).

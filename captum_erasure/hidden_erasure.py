@@ -19,7 +19,7 @@ from captum.log import log_usage
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .engine import EngineStats, PerturbationEngine, Row, model_device, score_erasures
+from .engine import EngineStats, PerturbationEngine, Row, engine_for_call, score_erasures
 from .hooks import first_tensor, zeroing
 from .scores import OUTPUT_KINDS, check_score
 
@@ -229,15 +229,10 @@ class UnitErasureBase(PerturbationAttribution):
     # -- core -------------------------------------------------------------------------------
     def _engine(self, forward: Callable, n_examples: int, perturbations_per_eval: int | None,
                 show_progress: bool) -> PerturbationEngine:
-        if perturbations_per_eval is not None:
-            if perturbations_per_eval < 1:
-                raise ValueError("perturbations_per_eval must be >= 1")
-            batch_size = perturbations_per_eval * n_examples  # Captum's meaning
-        else:
-            batch_size = self.batch_size
-        return PerturbationEngine(
-            forward, batch_size=batch_size, max_tokens=self.max_tokens,
-            device=self.device or model_device(self.forward_func), autocast=self.autocast,
+        return engine_for_call(
+            forward, self.forward_func, n_examples=n_examples,
+            perturbations_per_eval=perturbations_per_eval, batch_size=self.batch_size,
+            max_tokens=self.max_tokens, device=self.device, autocast=self.autocast,
             show_progress=show_progress)
 
     def _score(self, engine: PerturbationEngine, collate: Callable, n_examples: int,

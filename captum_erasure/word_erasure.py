@@ -10,7 +10,7 @@ from captum.attr import FeatureAblation, InterpretableInput
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from .engine import PerturbationEngine, Row, model_device, score_erasures, EngineStats
+from .engine import EngineStats, Row, engine_for_call, score_erasures
 from .hooks import zeroing
 from .scores import OUTPUT_KINDS, check_score
 from .text import NOT_A_FEATURE, feature_ids
@@ -155,16 +155,11 @@ class WordErasure(FeatureAblation):
                                          mode=mode)
         collate, forward = self._collate_and_forward(inputs, baselines, extra, mask, attention,
                                                      mode)
-        if perturbations_per_eval is not None:
-            batch_size = perturbations_per_eval * n_examples
-        elif self.batch_size is not None or self.max_tokens is not None:
-            batch_size = self.batch_size
-        else:
-            batch_size = None if is_ids else n_examples
-        engine = PerturbationEngine(
-            forward, batch_size=batch_size, max_tokens=self.max_tokens,
-            device=self.device or model_device(self.forward_func), autocast=self.autocast,
-            show_progress=show_progress)
+        engine = engine_for_call(
+            forward, self.forward_func, n_examples=n_examples,
+            perturbations_per_eval=perturbations_per_eval, batch_size=self.batch_size,
+            max_tokens=self.max_tokens, device=self.device, autocast=self.autocast,
+            show_progress=show_progress, one_row_per_example=not is_ids)
         lengths = self._row_lengths(mask, attention)
 
         def length(example: int, feature: int) -> int:
