@@ -24,6 +24,9 @@ Collate = Callable[[Sequence[Any]], tuple]
 
 DEFAULT_BATCH_SIZE = 64
 DEFAULT_SORT_WINDOW = 4096  # specs held at once for length sorting: laziness vs padding
+# Without a budget, a GPU gets token-budgeted batches large enough to fill it (an OOM halves
+# them); a CPU is already saturated by 64 rows.
+DEFAULT_CUDA_MAX_TOKENS = 65536
 
 
 def model_device(forward_func: Callable) -> torch.device:
@@ -218,7 +221,8 @@ def engine_for_call(forward: Callable, model_forward: Callable, *, n_examples: i
 
     ``perturbations_per_eval`` keeps Captum's meaning when given (``ppe x n_examples`` rows per
     forward); ``one_row_per_example`` is Captum's ppe=1 default for forwards that may take a
-    single row (e.g. ``LLMAttribution``'s) when no budget was set.
+    single row (e.g. ``LLMAttribution``'s) when no budget was set. With no budget at all, CUDA
+    gets ``DEFAULT_CUDA_MAX_TOKENS`` padded tokens per forward and a CPU 64 rows.
     """
     if perturbations_per_eval is not None:
         if perturbations_per_eval < 1:
@@ -226,9 +230,11 @@ def engine_for_call(forward: Callable, model_forward: Callable, *, n_examples: i
         batch_size = perturbations_per_eval * n_examples
     elif one_row_per_example and batch_size is None and max_tokens is None:
         batch_size = n_examples
+    device = torch.device(device) if device is not None else model_device(model_forward)
+    if batch_size is None and max_tokens is None and device.type == "cuda":
+        max_tokens = DEFAULT_CUDA_MAX_TOKENS
     return PerturbationEngine(forward, batch_size=batch_size, max_tokens=max_tokens,
-                              device=device or model_device(model_forward), autocast=autocast,
-                              show_progress=show_progress)
+                              device=device, autocast=autocast, show_progress=show_progress)
 
 
 @dataclass(frozen=True)

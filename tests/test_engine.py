@@ -135,3 +135,24 @@ def test_score_erasures_scatters_per_example_and_slot():
     torch.testing.assert_close(result.scores, torch.tensor([[2.0, 1.0], [1.0, 0.0]],
                                                            dtype=torch.float64))
     assert engine.stats.rows == 5
+
+
+def test_engine_for_call_budgets():
+    from captum_erasure.engine import DEFAULT_CUDA_MAX_TOKENS, engine_for_call
+    common = dict(batch_size=None, max_tokens=None, autocast=False, show_progress=False)
+    cpu = engine_for_call(linear_forward, linear_forward, n_examples=3,
+                          perturbations_per_eval=None, device="cpu", **common)
+    assert (cpu.batch_size, cpu.max_tokens) == (64, None)
+    cuda = engine_for_call(linear_forward, linear_forward, n_examples=3,
+                           perturbations_per_eval=None, device="cuda", **common)
+    assert (cuda.batch_size, cuda.max_tokens) == (None, DEFAULT_CUDA_MAX_TOKENS)
+    captum_like = engine_for_call(linear_forward, linear_forward, n_examples=3,
+                                  perturbations_per_eval=4, device="cuda", **common)
+    assert captum_like.batch_size == 12
+    single = engine_for_call(linear_forward, linear_forward, n_examples=1,
+                             perturbations_per_eval=None, device="cpu",
+                             one_row_per_example=True, **common)
+    assert single.batch_size == 1
+    with pytest.raises(ValueError):
+        engine_for_call(linear_forward, linear_forward, n_examples=1, perturbations_per_eval=0,
+                        device="cpu", **common)
