@@ -27,6 +27,7 @@ class WordScores:
     original_outputs: Tensor  # (n_examples, n_outputs), the unperturbed forward outputs
     targets: Tensor | None    # (n_examples,) class each score refers to
     stats: EngineStats        # forward passes and rows this call spent
+    feature_mask: Tensor | None = None  # (n_examples, seq_len) the mask the words came from
 
 
 def input_embeddings(forward_func: Callable) -> nn.Module | None:
@@ -119,8 +120,7 @@ class WordErasure(FeatureAblation):
         words = self.attribute_words(ids, baselines, target, additional_forward_args,
                                      feature_mask, perturbations_per_eval, show_progress,
                                      score, mode)
-        mask = self._feature_mask(ids, feature_mask, self._extra_args(additional_forward_args))
-        attr = self._spread_to_tokens(words, mask).to(ids.device)
+        attr = self._spread_to_tokens(words, words.feature_mask).to(ids.device)
         return (attr,) if is_tuple else attr
 
     def attribute_future(self, *args: Any, **kwargs: Any) -> Any:
@@ -178,7 +178,7 @@ class WordErasure(FeatureAblation):
             result.scores[example, ..., len(row_feats):] = float("nan")
         self.last_stats = engine.stats
         return WordScores(result.scores, feats, result.original_outputs, result.targets,
-                          engine.stats)
+                          engine.stats, mask)
 
     # -- helpers ----------------------------------------------------------------------------
     @staticmethod
