@@ -7,7 +7,18 @@ examples into large batches on the model's device.
 
 from .dimension_erasure import EmbeddingDimensionErasure
 from .engine import EngineStats, PerturbationEngine, Row, score_erasures
-from .corpus import CorpusImportance, corpus_word_importance
+from .corpus import CorpusImportance, corpus_word_importance, markdown_table
+from .glove import (build_glove_tokenizer, frequency_correlation, glove_embedding_matrix,
+                    glove_tokenizer)
+from .lexical_mlp import LexicalMLP, dimension_importance, train_lexical_model, unit_importance
+from .lexical_tasks import LexicalTask, build_lexical_tasks
+from .model_comparison import (chosen_words_by_model, corpus_importance_by_model,
+                               sentence_scores_by_model, top_words_by_model)
+from .paper_figures import (plot_dimension_heatmap, plot_frequency_scatter,
+                            plot_importance_histogram, plot_layer_heatmaps)
+from .rnn_models import (GloveRNNClassifier, RNNClassifierConfig, load_sentiment_model,
+                         load_sentiment_models, train_sentiment_model)
+from .training import train_classifier
 from .explain import TextExplanation, explain_texts, explanations_to_frame, format_table
 from .hidden_erasure import DatasetImportance, HiddenUnitErasure
 from .scores import SCORES, erasure_scores
@@ -17,7 +28,14 @@ from .word_erasure import WordErasure, WordScores
 
 __all__ = [
     "EmbeddingDimensionErasure", "HiddenUnitErasure", "DatasetImportance", "EngineStats", "PerturbationEngine", "Row", "score_erasures", "SCORES", "erasure_scores",
-    "CorpusImportance", "corpus_word_importance", "TextExplanation", "explain_texts",
+    "CorpusImportance", "corpus_word_importance", "markdown_table",
+    "build_glove_tokenizer", "frequency_correlation", "glove_embedding_matrix", "glove_tokenizer",
+    "LexicalMLP", "dimension_importance", "train_lexical_model", "unit_importance",
+    "LexicalTask", "build_lexical_tasks", "chosen_words_by_model", "corpus_importance_by_model",
+    "sentence_scores_by_model", "top_words_by_model", "plot_dimension_heatmap",
+    "plot_frequency_scatter", "plot_importance_histogram", "plot_layer_heatmaps",
+    "GloveRNNClassifier", "RNNClassifierConfig", "load_sentiment_model", "load_sentiment_models",
+    "train_sentiment_model", "train_classifier", "TextExplanation", "explain_texts",
     "explanations_to_frame", "format_table", "explanations_to_html", "plot_word_columns",
     "plot_word_heatmap", "save_html", "NOT_A_FEATURE", "word_feature_mask", "word_tokens", "WordErasure", "WordScores",
 ]

@@ -53,7 +53,7 @@ class WordStats:
         return math.sqrt(self.m2 / (self.count - 1)) if self.count > 1 else math.nan
 
 
-def _markdown(frame: pd.DataFrame) -> str:
+def markdown_table(frame: pd.DataFrame) -> str:
     """Markdown table; ``|`` in cells is escaped so sentences cannot break the layout."""
     frame = frame.map(lambda v: v.replace("|", "\\|") if isinstance(v, str) else v)
     try:
@@ -183,7 +183,7 @@ class CorpusImportance:
             paths[f"{name}.csv"] = folder / f"{name}.csv"
             frame.to_csv(paths[f"{name}.csv"], index=False)
             paths[f"{name}.md"] = folder / f"{name}.md"
-            paths[f"{name}.md"].write_text(_markdown(frame) + "\n", encoding="utf-8")
+            paths[f"{name}.md"].write_text(markdown_table(frame) + "\n", encoding="utf-8")
         return paths
 
     def __repr__(self) -> str:

@@ -12,7 +12,7 @@ import pandas as pd
 from torch import nn
 
 from .corpus import CorpusImportance, corpus_word_importance
-from .corpus import _markdown as markdown_table
+from .corpus import markdown_table
 from .explain import explain_texts
 
 Models = Mapping[str, tuple]  # name -> (model, tokenizer, ...): extra items are ignored
