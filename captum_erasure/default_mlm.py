@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
+import shutil
 import sys
 import tempfile
 import time
-import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any

@@ -398,7 +398,8 @@ class InputMarginalization(PerturbationAttribution):
                 for offset, token in enumerate(fresh.tolist()):
                     yield Row(group.example, start + offset, length, (group.position, token))
 
-        for chunk, outputs in engine.iter_outputs(specs(), _replacing_one_token(token_rows), total=n_rows,
+        collate = _replacing_one_token(token_rows)
+        for chunk, outputs in engine.iter_outputs(specs(), collate, total=n_rows,
                                                   desc="candidates"):
             slots = torch.tensor([r.slot for r in chunk])
             lp = log_probs(outputs, self.output).gather(1, row_targets[slots][:, None])[:, 0]

@@ -156,7 +156,8 @@ def mlm_replacement_curves(forward_func: Callable, mlm: nn.Module, inputs: Tenso
             positions = (features[b] == orders[b][k - 1]).nonzero().flatten().tolist()
             for s in range(n_samples):
                 for p in positions:
-                    specs.append(Row(b, len(specs), token_rows.length(b), (s, k, tuple(positions), p)))
+                    specs.append(Row(b, len(specs), token_rows.length(b),
+                                     (s, k, tuple(positions), p)))
         logits = mlm_engine.run(specs, _masked_state_collate(token_rows, history,
                                                              tokens.mask_token_id),
                                 desc=f"MLM step {k}")

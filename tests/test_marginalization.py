@@ -294,3 +294,18 @@ def test_missing_mask_token_and_bad_arguments(classifier, mlm, tokenizer):
             method.attribute(ids, **bad)
     with pytest.raises(ValueError, match="target"):
         method.attribute(ids, target=7)
+
+
+def test_the_hub_path_auto_model_for_masked_lm(tmp_path, classifier, mlm, tokenizer, batch):
+    """A saved MLM loaded with AutoModelForMaskedLM (how users pass bert-base-uncased) gives
+    the same result as the in-memory one; the tokenizer supplies [MASK] and the specials."""
+    from transformers import AutoModelForMaskedLM
+
+    mlm.save_pretrained(tmp_path)
+    loaded = AutoModelForMaskedLM.from_pretrained(tmp_path).eval()
+    ids, attn = batch["input_ids"][:2], batch["attention_mask"][:2]
+    ours = InputMarginalization(classifier, mlm, tokenizer=tokenizer).attribute(
+        ids, additional_forward_args=(attn,))
+    hub = InputMarginalization(classifier, loaded, tokenizer=tokenizer).attribute(
+        ids, additional_forward_args=(attn,))
+    torch.testing.assert_close(hub, ours)
