@@ -25,6 +25,10 @@ from .scores import SCORES, erasure_scores
 from .plots import explanations_to_html, plot_word_columns, plot_word_heatmap, save_html
 from .text import NOT_A_FEATURE, word_feature_mask, word_tokens
 from .word_erasure import WordErasure, WordScores
+from .marginalization import InputMarginalization, MarginalizationResult, MarginalizationStats
+from .masked_lm import token_feature_mask
+from .default_mlm import default_mlm_info, load_default_mlm
+from .metrics import ReplacementCurves, auc_rep, mlm_replacement_curves
 
 __all__ = [
     "EmbeddingDimensionErasure", "HiddenUnitErasure", "DatasetImportance", "EngineStats", "PerturbationEngine", "Row", "score_erasures", "SCORES", "erasure_scores",
@@ -38,4 +42,6 @@ __all__ = [
     "train_sentiment_model", "train_classifier", "TextExplanation", "explain_texts",
     "explanations_to_frame", "format_table", "explanations_to_html", "plot_word_columns",
     "plot_word_heatmap", "save_html", "NOT_A_FEATURE", "word_feature_mask", "word_tokens", "WordErasure", "WordScores",
+    "InputMarginalization", "MarginalizationResult", "MarginalizationStats", "token_feature_mask",
+    "default_mlm_info", "load_default_mlm", "ReplacementCurves", "auc_rep", "mlm_replacement_curves",
 ]
