@@ -1,4 +1,7 @@
-"""LIT components for captum-erasure (model wrapper, interpreters, generators).
+"""LIT components for captum-erasure: a LIT model for any Hugging Face sequence classifier,
+our erasure interpreters and counterfactual generators, and a launcher that serves them next to
+LIT's own methods."""
 
-Empty until the LIT plugin issue lands; the package exists so the distribution layout is fixed.
-"""
+from .model import HFSequenceClassifier
+
+__all__ = ["HFSequenceClassifier"]
