@@ -29,6 +29,9 @@ from .marginalization import InputMarginalization, MarginalizationResult, Margin
 from .masked_lm import token_feature_mask
 from .default_mlm import default_mlm_info, load_default_mlm
 from .metrics import ReplacementCurves, auc_rep, mlm_replacement_curves
+from .flips import FlipResult, ReductionResult, greedy_flip
+from .minimal_erasure import MinimalErasure
+from .input_reduction import InputReduction
 
 __all__ = [
     "EmbeddingDimensionErasure", "HiddenUnitErasure", "DatasetImportance", "EngineStats", "PerturbationEngine", "Row", "score_erasures", "SCORES", "erasure_scores",
@@ -44,4 +47,5 @@ __all__ = [
     "plot_word_heatmap", "save_html", "NOT_A_FEATURE", "word_feature_mask", "word_tokens", "WordErasure", "WordScores",
     "InputMarginalization", "MarginalizationResult", "MarginalizationStats", "token_feature_mask",
     "default_mlm_info", "load_default_mlm", "ReplacementCurves", "auc_rep", "mlm_replacement_curves",
+    "FlipResult", "ReductionResult", "greedy_flip", "MinimalErasure", "InputReduction",
 ]
