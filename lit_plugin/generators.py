@@ -1,0 +1,249 @@
+"""Our erasure counterfactuals as LIT generators (the Counterfactuals tab).
+
+- Minimal erasure flip (Li, Monroe & Jurafsky 2016, section 5): the smallest set of words found
+  by REINFORCE whose erasure changes the model's label
+  (:class:`captum_erasure.MinimalErasure`).
+- Greedy erasure flip: the baseline that erases the most important words (leave-one-out
+  order) until the label changes (:func:`captum_erasure.flips.greedy_flip`).
+- Input reduction (Feng et al. 2018): remove the least important words while the label stays
+  (:class:`captum_erasure.InputReduction`).
+
+Each returns the text with the words erased, as a new LIT example built with
+``make_modified_input`` (``_id`` reset, ``_meta.parentId`` set), so LIT's prediction cache can
+never answer with the parent's prediction; only results verified by a forward on the new text
+are returned. The example keeps the parent's gold label: nobody has labelled the new text.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Sequence
+
+from lit_nlp.api import components as lit_components
+from lit_nlp.api import types as lit_types
+from lit_nlp.lib import utils as lit_utils
+from torch import nn
+
+from .interpreters import _number, check_compatible, incompatibility, preds_field_of
+from .model import EMBEDDINGS_FIELD, TOKENS_FIELD
+
+TARGET_CLASS_KEY = "Flip to class (empty: any other class)"
+SAMPLES_KEY = "Masks sampled per round"
+ROUNDS_KEY = "Refinement rounds"
+GAMMA_KEY = "Contiguity weight (gamma)"
+MAX_ERASURES_KEY = "Max words to erase (0 = no limit)"
+BEAM_KEY = "Beam size"
+IMPORTANCE_KEY = "Word importance"
+MIN_CONFIDENCE_KEY = "Min confidence to keep (0 = off)"
+IMPORTANCES = ("gradient", "loo")
+
+# Fields only the model reads: dropped from new examples so they cannot describe the old text.
+MODEL_ONLY_FIELDS = (TOKENS_FIELD, EMBEDDINGS_FIELD)
+
+
+def class_index(value: Any, labels: Sequence[str], key: str) -> int | None:
+    """A class from a config value: a label name, an index, or empty for None."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    value = str(value).strip()
+    if value in labels:
+        return list(labels).index(value)
+    if value.isdigit() and int(value) < len(labels):
+        return int(value)
+    raise ValueError(f"{key!r} must be one of the model's labels {list(labels)} or a class "
+                     f"index, got {value!r}")
+
+
+def new_examples(example: dict, text_field: str, text: str | None, source: str) -> list[dict]:
+    """``[the example with the new text]``, a fresh LIT example (``_id`` reset so the cache
+    cannot answer with the parent's prediction); ``[]`` when there is no new text."""
+    if text is None or text == example[text_field]:
+        return []
+    created = lit_utils.make_modified_input(example, {text_field: text}, source)
+    return [{k: v for k, v in created.items() if k not in MODEL_ONLY_FIELDS}]
+
+
+class ErasureGenerator(lit_components.Generator):
+    """Common LIT plumbing: compatibility, text field, one result list per example."""
+
+    name = "erasure generator"
+
+    def __init__(self, show_progress: bool = False):
+        self.show_progress = show_progress
+
+    def is_compatible(self, model, dataset) -> bool:
+        del dataset
+        return incompatibility(model) is None
+
+    def generate(self, example, model, dataset, config=None):
+        return self.generate_all([example], model, dataset, config)[0]
+
+    def generate_all(self, inputs, model, dataset, config=None):
+        del dataset
+        torch_model, tokenizer, text_field = check_compatible(model, self.name)
+        config = config or {}
+        if not inputs:
+            return []
+        for position, example in enumerate(inputs):
+            if text_field not in example:
+                raise ValueError(f"{self.name}: example {position} has no {text_field!r} field")
+        texts = [example[text_field] for example in inputs]
+        labels = model.output_spec()[preds_field_of(model)].vocab or []
+        outputs = self.run_method(torch_model, tokenizer, texts, labels, config)
+        return [new_examples(example, text_field, text, source)
+                for example, (text, source) in zip(inputs, outputs)]
+
+    def run_method(self, model: nn.Module, tokenizer: Any, texts: list[str],
+                   labels: Sequence[str], config: dict) -> list[tuple[str | None, str]]:
+        """Per text: (new text, or None when nothing verified was found; a source note)."""
+        raise NotImplementedError
+
+
+def _erased_note(name: str, result: Any) -> str:
+    words = ", ".join(repr(w) for w in result.erased_words)
+    return (f"{name}: erased {len(result.erased)} of {len(result.words)} words ({words}); "
+            f"{result.original_label_name} {result.original_probability:.2f} -> "
+            f"{result.new_label_name} {result.new_probability:.2f}")
+
+
+class MinimalErasureFlipGenerator(ErasureGenerator):
+    """Minimal erasure flip (Li, Monroe & Jurafsky 2016, section 5): the smallest set of words
+    whose erasure changes the model's label, searched with a REINFORCE policy over erasure
+    masks refined per example, pruned and verified by one forward on the remaining text."""
+
+    name = "Minimal erasure flip"
+
+    def __init__(self, explainer: Any = None, *, samples: int = 12, rounds: int = 4,
+                 gamma: float = 0.01, seed: int = 0, show_progress: bool = False):
+        """``explainer``: a (fitted) :class:`captum_erasure.MinimalErasure` to use for its own
+        model; otherwise one is built per model with these settings (policy learned per
+        example)."""
+        super().__init__(show_progress=show_progress)
+        self.explainer = explainer
+        self.samples, self.rounds, self.gamma, self.seed = samples, rounds, gamma, seed
+        self._lock = threading.Lock()
+
+    def config_spec(self) -> lit_types.Spec:
+        return {
+            TARGET_CLASS_KEY: lit_types.TextSegment(default="", required=False),
+            SAMPLES_KEY: lit_types.Integer(default=self.samples, min_val=1, max_val=256,
+                                           required=False),
+            ROUNDS_KEY: lit_types.Integer(default=self.rounds, min_val=1, max_val=50,
+                                          required=False),
+            GAMMA_KEY: lit_types.Scalar(default=self.gamma, min_val=0, max_val=1, step=0.01,
+                                        required=False),
+        }
+
+    def run_method(self, model, tokenizer, texts, labels, config):
+        from captum_erasure.minimal_erasure import MinimalErasure
+        target = class_index(config.get(TARGET_CLASS_KEY), labels, TARGET_CLASS_KEY)
+        samples = _number(config, SAMPLES_KEY, self.samples, int)
+        rounds = _number(config, ROUNDS_KEY, self.rounds, int)
+        gamma = _number(config, GAMMA_KEY, self.gamma)
+        explainer = self.explainer
+        if explainer is None or explainer.forward_func is not model:
+            explainer = MinimalErasure(model, samples=samples, rounds=rounds, gamma=gamma,
+                                       seed=self.seed)
+        else:
+            explainer.samples, explainer.rounds, explainer.gamma = samples, rounds, gamma
+        with self._lock:  # the explainer's policy state is not shared across requests
+            results = explainer.explain(texts, tokenizer=tokenizer, target=target,
+                                        show_progress=self.show_progress)
+        return [(r.remaining_text, _erased_note(self.name, r)) if r.flipped else
+                (None, r.message) for r in results]
+
+
+class GreedyErasureFlipGenerator(ErasureGenerator):
+    """Greedy erasure flip (baseline): rank the words by leave-one-out erasure, then erase the
+    top 1, 2, ... words until the model's label changes; verified by one forward."""
+
+    name = "Greedy erasure flip"
+
+    def __init__(self, max_erasures: int = 0, show_progress: bool = False):
+        super().__init__(show_progress=show_progress)
+        self.max_erasures = max_erasures
+
+    def config_spec(self) -> lit_types.Spec:
+        return {
+            TARGET_CLASS_KEY: lit_types.TextSegment(default="", required=False),
+            MAX_ERASURES_KEY: lit_types.Integer(default=self.max_erasures, min_val=0,
+                                                max_val=1000, required=False),
+        }
+
+    def run_method(self, model, tokenizer, texts, labels, config):
+        from captum_erasure.flips import greedy_flip
+        target = class_index(config.get(TARGET_CLASS_KEY), labels, TARGET_CLASS_KEY)
+        max_erasures = _number(config, MAX_ERASURES_KEY, self.max_erasures, int)
+        results = greedy_flip(model, texts, tokenizer=tokenizer, target=target,
+                              max_erasures=max_erasures or None,
+                              show_progress=self.show_progress)
+        return [(r.remaining_text, _erased_note(self.name, r)) if r.flipped else
+                (None, r.message) for r in results]
+
+
+class InputReductionGenerator(ErasureGenerator):
+    """Input reduction (Feng et al., EMNLP 2018): repeatedly remove the least important word
+    (gradient x input of the predicted label, or leave-one-out) while the model's label stays
+    the same, with a beam over removals; the reduced text is verified by one forward."""
+
+    name = "Input reduction"
+
+    def __init__(self, beam_size: int = 3, importance: str = "gradient",
+                 min_confidence: float = 0.0, show_progress: bool = False):
+        super().__init__(show_progress=show_progress)
+        if importance not in IMPORTANCES:
+            raise ValueError(f"importance must be one of {IMPORTANCES}, got {importance!r}")
+        self.beam_size, self.importance, self.min_confidence = (beam_size, importance,
+                                                                min_confidence)
+
+    def config_spec(self) -> lit_types.Spec:
+        return {
+            BEAM_KEY: lit_types.Integer(default=self.beam_size, min_val=1, max_val=20,
+                                        required=False),
+            IMPORTANCE_KEY: lit_types.CategoryLabel(vocab=list(IMPORTANCES),
+                                                    default=self.importance, required=False),
+            MIN_CONFIDENCE_KEY: lit_types.Scalar(default=self.min_confidence, min_val=0,
+                                                 max_val=1, step=0.05, required=False),
+        }
+
+    def run_method(self, model, tokenizer, texts, labels, config):
+        from captum_erasure.input_reduction import InputReduction
+        beam = _number(config, BEAM_KEY, self.beam_size, int)
+        importance = config.get(IMPORTANCE_KEY) or self.importance
+        if importance not in IMPORTANCES:
+            raise ValueError(f"{IMPORTANCE_KEY!r} must be one of {list(IMPORTANCES)}, got "
+                             f"{importance!r}")
+        min_confidence = _number(config, MIN_CONFIDENCE_KEY, self.min_confidence)
+        results = InputReduction(model).reduce(
+            texts, tokenizer=tokenizer, beam_size=beam, importance=importance,
+            min_confidence=min_confidence or None, show_progress=self.show_progress)
+        out = []
+        for r in results:
+            if not r.verified or not r.removal_path:
+                out.append((None, "no word could be removed keeping the label"
+                            if r.verified else "the reduced text did not keep the label"))
+                continue
+            out.append((r.reduced_text,
+                        f"{self.name}: kept {len(r.kept)} of {len(r.words)} words; "
+                        f"{r.label_name} {r.original_confidence:.2f} -> {r.confidence:.2f}"))
+        return out
+
+
+MINIMAL_ERASURE_NAME = "Minimal erasure flip (Li et al. 2016, REINFORCE)"
+GREEDY_FLIP_NAME = "Greedy erasure flip (baseline)"
+INPUT_REDUCTION_NAME = "Input reduction (Feng et al. 2018)"
+
+
+def erasure_generators(minimal_erasure: Any = None, *, show_progress: bool = False
+                       ) -> dict[str, lit_components.Generator]:
+    """Our generators by UI name, to merge into a LIT server's generators.
+
+    ``minimal_erasure``: an already fitted :class:`captum_erasure.MinimalErasure` (its policy is
+    reused for its own model); by default the policy is learned per example.
+    """
+    return {
+        MINIMAL_ERASURE_NAME: MinimalErasureFlipGenerator(minimal_erasure,
+                                                          show_progress=show_progress),
+        GREEDY_FLIP_NAME: GreedyErasureFlipGenerator(show_progress=show_progress),
+        INPUT_REDUCTION_NAME: InputReductionGenerator(show_progress=show_progress),
+    }

@@ -1,0 +1,362 @@
+"""Our word-level attribution methods as LIT interpreters (Salience Maps rows).
+
+Each interpreter is a thin wrapper around a ``captum_erasure`` method: it finds the Hugging Face
+model and tokenizer behind the LIT model (:class:`lit_plugin.model.HFSequenceClassifier`, or
+any LIT model exposing ``.model`` and ``.tokenizer``), reads the class to explain from the
+Salience module's ``_salience_target`` (falling back to the model's prediction), and returns one
+signed ``TokenSalience`` over the words of the text (sub-word pieces of one word grouped by the
+tokenizer's ``word_ids``, cut from the text by character offsets).
+
+Every config field is ``required=False`` with a default, so the Salience module's automatic
+first request (which sends only ``_salience_target``) and API requests without a config work.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from typing import Any, Callable, Sequence
+
+import torch
+from lit_nlp.api import components as lit_components
+from lit_nlp.api import dtypes
+from lit_nlp.api import types as lit_types
+from lit_nlp.lib import utils as lit_utils
+from torch import nn
+
+from captum_erasure.explain import (_check_text, check_model_and_tokenizer, explain_texts,
+                                    max_tokens_of)
+from captum_erasure.marginalization import InputMarginalization
+from captum_erasure.text import word_feature_mask
+
+TARGET_KEY = "_salience_target"
+SCORE_KEY = "Score"
+ERASE_KEY = "Erase words by"
+THRESHOLD_KEY = "MLM probability threshold (sigma)"
+TOP_K_KEY = "Max candidates per token (0 = no limit)"
+
+# Input marginalization defaults for interactive use (the paper: sigma 1e-5, no limit; Kim et
+# al.'s Table 3 gives r = 0.993 with full marginalization at sigma 1e-3 for BERT).
+UI_THRESHOLD = 1e-3
+UI_TOP_K = 50
+
+WORD_SCORES = ("eq1", "log_prob_diff", "prob_diff", "logit_diff")
+ERASE_MODES = ("delete", "replace", "attention", "zero")
+
+
+# -- finding the model behind LIT's wrappers ------------------------------------------------------
+def unwrap(model: Any) -> Any:
+    """The model under LIT's ``CachingModelWrapper``/``ModelWrapper`` layers."""
+    seen = 0
+    while hasattr(model, "wrapped") and seen < 10:
+        model = model.wrapped
+        seen += 1
+    return model
+
+
+def hf_backend(model: Any) -> tuple[nn.Module, Any] | None:
+    """``(torch model, fast tokenizer)`` behind a LIT model, or None when it has none."""
+    inner = unwrap(model)
+    torch_model = getattr(inner, "model", None)
+    tokenizer = getattr(inner, "tokenizer", None)
+    if not isinstance(torch_model, nn.Module) or not getattr(tokenizer, "is_fast", False):
+        return None
+    return torch_model, tokenizer
+
+
+def text_field_of(model: Any) -> str | None:
+    """The text field the model reads: its ``text_field`` or its first ``TextSegment`` input."""
+    inner = unwrap(model)
+    spec = model.input_spec()
+    field = getattr(inner, "text_field", None)
+    if field in spec and isinstance(spec[field], lit_types.TextSegment):
+        return field
+    fields = lit_utils.find_spec_keys(spec, lit_types.TextSegment)
+    return fields[0] if fields else None
+
+
+def preds_field_of(model: Any) -> str | None:
+    fields = lit_utils.find_spec_keys(model.output_spec(), lit_types.MulticlassPreds)
+    return fields[0] if fields else None
+
+
+def incompatibility(model: Any) -> str | None:
+    """Why our interpreters and generators cannot serve ``model`` (None when they can)."""
+    if hf_backend(model) is None:
+        return (f"{type(unwrap(model)).__name__} exposes no PyTorch `.model` with a fast "
+                "`.tokenizer`; wrap Hugging Face classifiers with lit_plugin.HFSequenceClassifier")
+    if text_field_of(model) is None:
+        return "the model has no text (TextSegment) input field"
+    if preds_field_of(model) is None:
+        return "the model has no class-probability (MulticlassPreds) output"
+    return None
+
+
+def check_compatible(model: Any, component: str) -> tuple[nn.Module, Any, str]:
+    """``(torch model, tokenizer, text field)``, or a ValueError naming the problem."""
+    problem = incompatibility(model)
+    if problem:
+        raise ValueError(f"{component} cannot explain this model: {problem}")
+    torch_model, tokenizer = hf_backend(model)
+    return torch_model, tokenizer, text_field_of(model)
+
+
+def texts_of(inputs: Sequence[dict], text_field: str, component: str) -> list[str]:
+    texts = []
+    for position, example in enumerate(inputs):
+        if text_field not in example:
+            raise ValueError(f"{component}: example {position} has no {text_field!r} field")
+        texts.append(_check_text(example[text_field], position))
+    return texts
+
+
+def salience_target(config: dict | None, n_classes: int) -> int | None:
+    """The class chosen in the Salience module, or None (explain the prediction)."""
+    target = (config or {}).get(TARGET_KEY) or {}
+    index = target.get("index") if isinstance(target, dict) else None
+    if index is None or index == "":
+        return None
+    index = int(index)
+    if not 0 <= index < n_classes:
+        raise ValueError(f"salience target {index} is outside the model's class range "
+                         f"[0, {n_classes - 1}]")
+    return index
+
+
+def _n_classes(model: Any) -> int:
+    return len(model.output_spec()[preds_field_of(model)].vocab or []) or \
+        int(hf_backend(model)[0].config.num_labels)
+
+
+def _choice(config: dict, key: str, choices: Sequence[str], default: str) -> str:
+    value = config.get(key, default)
+    if value in (None, ""):
+        return default
+    if value not in choices:
+        raise ValueError(f"{key!r} must be one of {list(choices)}, got {value!r}")
+    return str(value)
+
+
+def _number(config: dict, key: str, default: float, kind: Callable = float) -> Any:
+    value = config.get(key, default)
+    if value in (None, ""):
+        return default
+    try:
+        return kind(float(value)) if kind is int else kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key!r} must be a number, got {value!r}") from None
+
+
+def words_of(encoding: Any, row: int, text: str, features: Sequence[int]) -> list[str]:
+    """The words (features of ``word_ids``) of one encoded text, cut from it by offsets."""
+    words = []
+    for feature in features:
+        span = encoding.word_to_chars(row, feature)
+        words.append(text[span.start:span.end] if span is not None else "")
+    return words
+
+
+# -- base ---------------------------------------------------------------------------------------
+class WordSalienceInterpreter(lit_components.Interpreter):
+    """Common LIT plumbing: compatibility, target, text field, result format."""
+
+    name = "word salience"
+
+    def __init__(self, autorun: bool = False, show_progress: bool = False):
+        self.autorun = autorun
+        self.show_progress = show_progress
+
+    def is_compatible(self, model, dataset) -> bool:
+        del dataset
+        return incompatibility(model) is None
+
+    def meta_spec(self) -> lit_types.Spec:
+        return {"saliency": lit_types.TokenSalience(autorun=self.autorun, signed=True)}
+
+    def config_spec(self) -> lit_types.Spec:
+        return {TARGET_KEY: lit_types.SalienceTargetInfo(required=False)}
+
+    def run(self, inputs, model, dataset, model_outputs=None, config=None):
+        del dataset, model_outputs
+        torch_model, tokenizer, text_field = check_compatible(model, self.name)
+        config = config or {}
+        texts = texts_of(inputs, text_field, self.name)
+        if not texts:
+            return []
+        target = salience_target(config, _n_classes(model))
+        words_and_scores = self.explain(torch_model, tokenizer, texts, target, config)
+        return [{text_field: dtypes.TokenSalience(list(words), [float(s) for s in scores])}
+                for words, scores in words_and_scores]
+
+    def explain(self, model: nn.Module, tokenizer: Any, texts: list[str], target: int | None,
+                config: dict) -> list[tuple[list[str], list[float]]]:
+        raise NotImplementedError
+
+
+# -- word erasure -------------------------------------------------------------------------------
+class WordErasureInterpreter(WordSalienceInterpreter):
+    """Word erasure (Li, Monroe & Jurafsky 2016, Eq. 1): each word is erased in turn and its
+    score is the relative drop of the explained class's log-probability,
+    (log P(c|x) - log P(c|x without the word)) / (-log P(c|x)). Positive: erasing the word
+    hurts the class; negative: the model is more confident without it. n+1 forward passes.
+    """
+
+    name = "Word erasure"
+
+    def __init__(self, autorun: bool = True, score: str = "eq1", mode: str = "delete",
+                 batch_size: int = 64, show_progress: bool = False):
+        super().__init__(autorun=autorun, show_progress=show_progress)
+        if score not in WORD_SCORES:
+            raise ValueError(f"score must be one of {WORD_SCORES}, got {score!r}")
+        if mode not in ERASE_MODES:
+            raise ValueError(f"mode must be one of {ERASE_MODES}, got {mode!r}")
+        self.score, self.mode, self.batch_size = score, mode, batch_size
+
+    def config_spec(self) -> lit_types.Spec:
+        return {
+            **super().config_spec(),
+            SCORE_KEY: lit_types.CategoryLabel(vocab=list(WORD_SCORES), default=self.score,
+                                               required=False),
+            ERASE_KEY: lit_types.CategoryLabel(vocab=list(ERASE_MODES), default=self.mode,
+                                               required=False),
+        }
+
+    def explain(self, model, tokenizer, texts, target, config):
+        score = _choice(config, SCORE_KEY, WORD_SCORES, self.score)
+        mode = _choice(config, ERASE_KEY, ERASE_MODES, self.mode)
+        explanations = explain_texts(
+            model, tokenizer, texts, target="predicted" if target is None else target,
+            score=score, mode=mode, batch_size=self.batch_size,
+            show_progress=self.show_progress)
+        return [(e.words, e.scores) for e in explanations]
+
+
+# -- input marginalization ----------------------------------------------------------------------
+MLMSource = Callable[[], tuple[nn.Module, Any]]
+
+
+class BackgroundLoader:
+    """Loads ``(mlm, tokenizer)`` in a daemon thread (e.g. building the default MLM, about 20
+    minutes on 2 CPU cores, while the server already answers); :meth:`__call__` returns it once
+    ready and otherwise raises a RuntimeError that says how long it has been running."""
+
+    def __init__(self, load: MLMSource, what: str, expected: str):
+        self._load, self.what, self.expected = load, what, expected
+        self._result: tuple[nn.Module, Any] | None = None
+        self._error: BaseException | None = None
+        self._started = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name=f"load {what}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._result = self._load()
+        except BaseException as err:  # reported to every request that needs it
+            self._error = err
+
+    @property
+    def ready(self) -> bool:
+        return self._result is not None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return self.ready
+
+    def __call__(self) -> tuple[nn.Module, Any]:
+        if self._result is not None:
+            return self._result
+        if self._error is not None:
+            raise RuntimeError(f"building {self.what} failed: {self._error!r}") from self._error
+        minutes = (time.monotonic() - self._started) / 60
+        raise RuntimeError(f"{self.what} is still being built in the background (running for "
+                           f"{minutes:.0f} min, {self.expected} in all); this method works "
+                           "once it is done")
+
+
+class InputMarginalizationInterpreter(WordSalienceInterpreter):
+    """Input marginalization (Kim et al., EMNLP 2020): each word piece is replaced by every
+    likely token of a masked language model in turn and the class probability averaged under
+    the MLM's distribution; a word's score is the sum over its pieces of the weight of evidence
+    log2 odds(c|x) - log2 odds(c|x without the piece). Positive: the word supports the class.
+    Candidates: MLM probability above sigma and at most the top-k per piece. The defaults
+    (sigma 1e-3, 50 candidates) keep a sentence to tens of seconds on a CPU; the paper's setting
+    is sigma 1e-5 without a limit (about 800 candidates per piece, minutes per sentence)."""
+
+    name = "Input marginalization"
+
+    def __init__(self, mlm: nn.Module | MLMSource, mlm_tokenizer: Any = None, *,
+                 autorun: bool = False, threshold: float = UI_THRESHOLD, top_k: int = UI_TOP_K,
+                 batch_size: int = 256, show_progress: bool = False):
+        super().__init__(autorun=autorun, show_progress=show_progress)
+        self._mlm = mlm
+        self._mlm_tokenizer = mlm_tokenizer
+        self.threshold, self.top_k, self.batch_size = threshold, top_k, batch_size
+
+    def mlm(self) -> tuple[nn.Module, Any]:
+        if isinstance(self._mlm, nn.Module):
+            return self._mlm, self._mlm_tokenizer
+        return self._mlm()
+
+    def config_spec(self) -> lit_types.Spec:
+        return {
+            **super().config_spec(),
+            THRESHOLD_KEY: lit_types.TextSegment(default=f"{self.threshold:g}", required=False),
+            TOP_K_KEY: lit_types.Integer(default=self.top_k, min_val=0, max_val=100000,
+                                         required=False),
+        }
+
+    def explain(self, model, tokenizer, texts, target, config):
+        threshold = _number(config, THRESHOLD_KEY, self.threshold)
+        top_k = _number(config, TOP_K_KEY, self.top_k, int)
+        if not (0 <= threshold < 1) or math.isnan(threshold):
+            raise ValueError(f"{THRESHOLD_KEY!r} must be in [0, 1), got {threshold}")
+        if top_k < 0:
+            raise ValueError(f"{TOP_K_KEY!r} must be >= 0, got {top_k}")
+        check_model_and_tokenizer(model, tokenizer)
+        mlm, mlm_tokenizer = self.mlm()
+        method = InputMarginalization(model, mlm, tokenizer=tokenizer,
+                                      mlm_tokenizer=mlm_tokenizer, batch_size=self.batch_size)
+        encoding = tokenizer(texts, padding=True, padding_side="right", return_tensors="pt",
+                             return_token_type_ids=False, truncation=False, verbose=False)
+        limit = max_tokens_of(model, tokenizer)
+        lengths = encoding["attention_mask"].sum(1).tolist()
+        for position, n_tokens in enumerate(lengths):
+            if limit is not None and n_tokens > limit:
+                raise ValueError(f"text {position} has {n_tokens} tokens, more than the model's "
+                                 f"maximum of {limit}; shorten it")
+        mask = word_feature_mask(encoding)
+        result = method.attribute_details(
+            encoding["input_ids"], target=target,
+            additional_forward_args=(encoding["attention_mask"],), feature_mask=mask,
+            threshold=threshold if threshold > 0 else None, top_k=top_k or None,
+            show_progress=self.show_progress)
+        out = []
+        for row, text in enumerate(texts):
+            features = sorted(v for v in torch.unique(mask[row]).tolist() if v >= 0)
+            first = [int((mask[row] == f).nonzero()[0]) for f in features]
+            out.append((words_of(encoding, row, text, features),
+                        [float(result.attributions[row, p]) for p in first]))
+        return out
+
+
+# -- the dict to merge into a server ------------------------------------------------------------
+WORD_ERASURE_NAME = "Word erasure (Li et al. 2016, Eq. 1)"
+MARGINALIZATION_NAME = "Input marginalization (Kim et al. 2020, MLM)"
+
+
+def erasure_interpreters(mlm: nn.Module | MLMSource | None = None, mlm_tokenizer: Any = None,
+                         *, show_progress: bool = False) -> dict[str, lit_components.Interpreter]:
+    """Our interpreters by UI name, to merge into a LIT server's interpreters.
+
+    ``mlm``: a masked LM sharing the classifier's vocabulary (with ``mlm_tokenizer``), or a
+    zero-argument callable returning ``(mlm, tokenizer)`` (e.g. a :class:`BackgroundLoader`);
+    input marginalization is left out without one.
+    """
+    interpreters: dict[str, lit_components.Interpreter] = {
+        WORD_ERASURE_NAME: WordErasureInterpreter(show_progress=show_progress),
+    }
+    if mlm is not None:
+        interpreters[MARGINALIZATION_NAME] = InputMarginalizationInterpreter(
+            mlm, mlm_tokenizer, show_progress=show_progress)
+    return interpreters
