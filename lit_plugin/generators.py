@@ -167,7 +167,7 @@ class GreedyErasureFlipGenerator(ErasureGenerator):
         return {
             TARGET_CLASS_KEY: lit_types.TextSegment(default="", required=False),
             MAX_ERASURES_KEY: lit_types.Integer(default=self.max_erasures, min_val=0,
-                                                max_val=1000, required=False),
+                                                max_val=100, required=False),
         }
 
     def run_method(self, model, tokenizer, texts, labels, config):
