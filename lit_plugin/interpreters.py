@@ -157,6 +157,32 @@ def words_of(encoding: Any, row: int, text: str, features: Sequence[int]) -> lis
     return words
 
 
+def encode_words(model: nn.Module, tokenizer: Any, texts: list[str]) -> tuple[Any, torch.Tensor]:
+    """Right-padded encoding and word feature mask; too-long texts are a ValueError."""
+    check_model_and_tokenizer(model, tokenizer)
+    encoding = tokenizer(texts, padding=True, padding_side="right", return_tensors="pt",
+                         return_token_type_ids=False, truncation=False, verbose=False)
+    limit = max_tokens_of(model, tokenizer)
+    for position, n_tokens in enumerate(encoding["attention_mask"].sum(1).tolist()):
+        if limit is not None and n_tokens > limit:
+            raise ValueError(f"text {position} has {n_tokens} tokens, more than the model's "
+                             f"maximum of {limit}; shorten it")
+    return encoding, word_feature_mask(encoding)
+
+
+def word_scores(encoding: Any, mask: torch.Tensor, attributions: torch.Tensor,
+                texts: list[str]) -> list[tuple[list[str], list[float]]]:
+    """(words, score of each word) per text from token attributions that hold each word's
+    score on its tokens (Captum's convention for feature masks)."""
+    out = []
+    for row, text in enumerate(texts):
+        features = sorted(v for v in torch.unique(mask[row]).tolist() if v >= 0)
+        first = [int((mask[row] == f).nonzero()[0]) for f in features]
+        out.append((words_of(encoding, row, text, features),
+                    [float(attributions[row, p]) for p in first]))
+    return out
+
+
 # -- base ---------------------------------------------------------------------------------------
 class WordSalienceInterpreter(lit_components.Interpreter):
     """Common LIT plumbing: compatibility, target, text field, result format."""
@@ -313,36 +339,85 @@ class InputMarginalizationInterpreter(WordSalienceInterpreter):
             raise ValueError(f"{THRESHOLD_KEY!r} must be in [0, 1), got {threshold}")
         if top_k < 0:
             raise ValueError(f"{TOP_K_KEY!r} must be >= 0, got {top_k}")
-        check_model_and_tokenizer(model, tokenizer)
         mlm, mlm_tokenizer = self.mlm()
+        encoding, mask = encode_words(model, tokenizer, texts)
         method = InputMarginalization(model, mlm, tokenizer=tokenizer,
                                       mlm_tokenizer=mlm_tokenizer, batch_size=self.batch_size)
-        encoding = tokenizer(texts, padding=True, padding_side="right", return_tensors="pt",
-                             return_token_type_ids=False, truncation=False, verbose=False)
-        limit = max_tokens_of(model, tokenizer)
-        lengths = encoding["attention_mask"].sum(1).tolist()
-        for position, n_tokens in enumerate(lengths):
-            if limit is not None and n_tokens > limit:
-                raise ValueError(f"text {position} has {n_tokens} tokens, more than the model's "
-                                 f"maximum of {limit}; shorten it")
-        mask = word_feature_mask(encoding)
-        result = method.attribute_details(
+        attributions = method.attribute(
             encoding["input_ids"], target=target,
             additional_forward_args=(encoding["attention_mask"],), feature_mask=mask,
             threshold=threshold if threshold > 0 else None, top_k=top_k or None,
             show_progress=self.show_progress)
-        out = []
-        for row, text in enumerate(texts):
-            features = sorted(v for v in torch.unique(mask[row]).tolist() if v >= 0)
-            first = [int((mask[row] == f).nonzero()[0]) for f in features]
-            out.append((words_of(encoding, row, text, features),
-                        [float(result.attributions[row, p]) for p in first]))
-        return out
+        return word_scores(encoding, mask, attributions, texts)
+
+
+# -- the flip and reduction methods, seen as attributions ---------------------------------------
+def _predicted(model: nn.Module, encoding: Any) -> torch.Tensor:
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        out = model(input_ids=encoding["input_ids"].to(device),
+                    attention_mask=encoding["attention_mask"].to(device))
+    logits = out.logits if hasattr(out, "logits") else out[0]
+    return logits.argmax(-1).cpu()
+
+
+class MinimalFlipSetInterpreter(WordSalienceInterpreter):
+    """Minimal flipping set (Li, Monroe & Jurafsky 2016, section 5) as a salience map: 1 on the
+    words of the smallest set found by REINFORCE whose erasure changes the model's label, 0
+    elsewhere (all 0 when no flip was found). With a class other than the prediction chosen,
+    the set makes the model predict that class."""
+
+    name = "Minimal flipping set"
+
+    def __init__(self, autorun: bool = False, seed: int = 0, show_progress: bool = False):
+        super().__init__(autorun=autorun, show_progress=show_progress)
+        self.seed = seed
+
+    def explain(self, model, tokenizer, texts, target, config):
+        from captum_erasure.minimal_erasure import MinimalErasure
+        encoding, mask = encode_words(model, tokenizer, texts)
+        predicted = _predicted(model, encoding)
+        targets = [None if target is None or target == int(p) else target for p in predicted]
+        attributions = MinimalErasure(model, seed=self.seed).attribute(
+            encoding["input_ids"], target=targets if any(t is not None for t in targets)
+            else None, additional_forward_args=(encoding["attention_mask"],),
+            feature_mask=mask, pad_token_id=tokenizer.pad_token_id,
+            show_progress=self.show_progress)
+        return word_scores(encoding, mask, attributions, texts)
+
+
+class InputReductionOrderInterpreter(WordSalienceInterpreter):
+    """Input reduction order (Feng et al., EMNLP 2018) as a salience map: words are removed,
+    least important first (gradient x input), while the model's label stays; a word's score is
+    the step at which it was removed (1 = first), and words that survive the reduction get the
+    highest score. Explains the predicted class only."""
+
+    name = "Input reduction order"
+
+    def __init__(self, autorun: bool = False, beam_size: int = 3, show_progress: bool = False):
+        super().__init__(autorun=autorun, show_progress=show_progress)
+        self.beam_size = beam_size
+
+    def explain(self, model, tokenizer, texts, target, config):
+        from captum_erasure.input_reduction import InputReduction
+        encoding, mask = encode_words(model, tokenizer, texts)
+        predicted = _predicted(model, encoding)
+        if target is not None and any(int(p) != target for p in predicted):
+            raise ValueError(f"input reduction keeps the model's own prediction; it cannot "
+                             f"explain class {target}, which is not the predicted class: choose "
+                             "the predicted class as the class to explain")
+        attributions = InputReduction(model, beam_size=self.beam_size).attribute(
+            encoding["input_ids"], additional_forward_args=(encoding["attention_mask"],),
+            feature_mask=mask, pad_token_id=tokenizer.pad_token_id,
+            show_progress=self.show_progress)
+        return word_scores(encoding, mask, attributions, texts)
 
 
 # -- the dict to merge into a server ------------------------------------------------------------
 WORD_ERASURE_NAME = "Word erasure (Li et al. 2016, Eq. 1)"
 MARGINALIZATION_NAME = "Input marginalization (Kim et al. 2020, MLM)"
+FLIP_SET_NAME = "Minimal flipping set (Li et al. 2016, 1 = erased)"
+REDUCTION_ORDER_NAME = "Input reduction order (Feng et al. 2018, high = kept)"
 
 
 def erasure_interpreters(mlm: nn.Module | MLMSource | None = None, mlm_tokenizer: Any = None,
@@ -351,12 +426,16 @@ def erasure_interpreters(mlm: nn.Module | MLMSource | None = None, mlm_tokenizer
 
     ``mlm``: a masked LM sharing the classifier's vocabulary (with ``mlm_tokenizer``), or a
     zero-argument callable returning ``(mlm, tokenizer)`` (e.g. a :class:`BackgroundLoader`);
-    input marginalization is left out without one.
+    input marginalization is left out without one. Besides word erasure and marginalization,
+    the minimal flipping set and the input reduction order are shown as salience maps (their
+    counterfactual texts come from :func:`lit_plugin.generators.erasure_generators`).
     """
     interpreters: dict[str, lit_components.Interpreter] = {
-        WORD_ERASURE_NAME: WordErasureInterpreter(show_progress=show_progress),
-    }
+        WORD_ERASURE_NAME: WordErasureInterpreter(show_progress=show_progress)}
     if mlm is not None:
         interpreters[MARGINALIZATION_NAME] = InputMarginalizationInterpreter(
             mlm, mlm_tokenizer, show_progress=show_progress)
+    interpreters[FLIP_SET_NAME] = MinimalFlipSetInterpreter(show_progress=show_progress)
+    interpreters[REDUCTION_ORDER_NAME] = InputReductionOrderInterpreter(
+        show_progress=show_progress)
     return interpreters

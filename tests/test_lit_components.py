@@ -17,12 +17,13 @@ from captum_erasure import InputMarginalization, explain_texts, word_feature_mas
 from lit_plugin import (HFSequenceClassifier, erasure_generators, erasure_interpreters,
                         make_app, text_dataset)
 from lit_plugin.generators import GREEDY_FLIP_NAME, INPUT_REDUCTION_NAME, MINIMAL_ERASURE_NAME
-from lit_plugin.interpreters import MARGINALIZATION_NAME, WORD_ERASURE_NAME
+from lit_plugin.interpreters import (FLIP_SET_NAME, MARGINALIZATION_NAME, REDUCTION_ORDER_NAME,
+                                     WORD_ERASURE_NAME)
 from mlm_toys import toy_classifier, toy_mlm, toy_tokenizer
 
 TEXTS = ["the film is unbelievable !", "a very dull movie", "not good", "the plot was fun and good"]
 LABELS = ["LABEL_0", "LABEL_1", "LABEL_2"]
-OURS = [WORD_ERASURE_NAME, MARGINALIZATION_NAME]
+OURS = [WORD_ERASURE_NAME, MARGINALIZATION_NAME, FLIP_SET_NAME, REDUCTION_ORDER_NAME]
 GENERATORS = [MINIMAL_ERASURE_NAME, GREEDY_FLIP_NAME, INPUT_REDUCTION_NAME]
 
 
@@ -138,6 +139,41 @@ def test_marginalization_scores_are_input_marginalization_s(client, dataset, toy
     assert len(default["text"]["salience"]) == 5
 
 
+def test_flip_set_and_reduction_order_rows_mean_what_they_say(client, dataset, toys):
+    classifier, tokenizer, _ = toys
+    model = HFSequenceClassifier(classifier, tokenizer)
+
+    def label_of(text):
+        (out,) = model.predict([{"text": text}])
+        return int(np.argmax(out["probas"]))
+
+    checked = 0
+    for example in dataset:
+        text = example["data"]["text"]
+        flip_set = interpret(client, example["id"], FLIP_SET_NAME)["text"]
+        assert set(flip_set["salience"]) <= {0.0, 1.0}
+        kept = [w for w, s in zip(flip_set["tokens"], flip_set["salience"]) if s == 0]
+        if 1.0 in flip_set["salience"]:  # erasing the marked words flips the label
+            assert label_of(" ".join(kept)) != label_of(text)
+            checked += 1
+        order = interpret(client, example["id"], REDUCTION_ORDER_NAME)["text"]
+        top = max(order["salience"])
+        survivors = [w for w, s in zip(order["tokens"], order["salience"]) if s == top]
+        assert label_of(" ".join(survivors)) == label_of(text)
+        assert sorted(order["salience"])[:-len(survivors)] == \
+            list(range(1, len(order["tokens"]) - len(survivors) + 1))
+    assert checked
+    # input reduction explains the prediction only: another class is a clear error
+    predicted = label_of(TEXTS[0])
+    response = post(client, "get_interpretations",
+                    {"inputs": [dataset[0]["id"]],
+                     "config": {"_salience_target": {"field": "probas",
+                                                     "index": (predicted + 1) % 3}}},
+                    model="toy", dataset_name="toy_data", interpreter=REDUCTION_ORDER_NAME)
+    assert response.status_code == 500
+    assert "keeps the model's own prediction" in response.get_data(as_text=True)
+
+
 def generate(client, example, name, config=...):
     body = {"inputs": [example]}
     if config is not ...:
@@ -246,4 +282,6 @@ def test_bad_requests_name_the_problem(toys):
                         config={"_salience_target": {"field": "probas", "index": 7}})
     with pytest.raises(ValueError, match="'Score' must be one of"):
         interpreter.run([{"text": "good"}], model, None, config={"Score": "bogus"})
-    assert erasure_interpreters().keys() == {WORD_ERASURE_NAME}  # no MLM: no marginalization
+    # no MLM: no marginalization
+    assert MARGINALIZATION_NAME not in erasure_interpreters()
+    assert MARGINALIZATION_NAME in erasure_interpreters(lambda: (None, None))
