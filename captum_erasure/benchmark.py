@@ -858,8 +858,13 @@ def main(argv: Sequence[str] | None = None) -> BenchmarkResult:
                         help="skip rationale consistency (trains a GloVe LSTM)")
     parser.add_argument("--max-words", type=int, default=None,
                         help="only snippets with at most this many words (cost control)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (1 is much faster for small models on a busy "
+                             "machine: no thread hand-offs)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from .data import load_rotten_tomatoes
     from .default_model import load_default_model
