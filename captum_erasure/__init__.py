@@ -29,6 +29,11 @@ from .marginalization import InputMarginalization, MarginalizationResult, Margin
 from .masked_lm import token_feature_mask
 from .default_mlm import default_mlm_info, load_default_mlm
 from .metrics import ReplacementCurves, auc_rep, mlm_replacement_curves
+from .faithfulness import (FaithfulnessMetrics, RemovalCurves, aopc, comprehensiveness,
+                           deletion_curve, removal_curves, sufficiency)
+from .diagnostics import (MaskedPerformance, confidence_indication, dataset_consistency,
+                          human_agreement, model_activations, rationale_consistency,
+                          vader_valences)
 from .flips import FlipResult, ReductionResult, greedy_flip
 from .minimal_erasure import MinimalErasure
 from .input_reduction import InputReduction
@@ -48,4 +53,8 @@ __all__ = [
     "InputMarginalization", "MarginalizationResult", "MarginalizationStats", "token_feature_mask",
     "default_mlm_info", "load_default_mlm", "ReplacementCurves", "auc_rep", "mlm_replacement_curves",
     "FlipResult", "ReductionResult", "greedy_flip", "MinimalErasure", "InputReduction",
+    "FaithfulnessMetrics", "RemovalCurves", "aopc", "comprehensiveness", "deletion_curve",
+    "removal_curves", "sufficiency", "MaskedPerformance", "confidence_indication",
+    "dataset_consistency", "human_agreement", "model_activations", "rationale_consistency",
+    "vader_valences",
 ]

@@ -40,7 +40,6 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 
@@ -243,6 +242,7 @@ class Consistency:
 def _spearman(points: list) -> Consistency:
     if len(points) < 3:
         raise ValueError("consistency needs at least 3 (activation, saliency) distance pairs")
+    from scipy.stats import spearmanr
     act, sal = zip(*points)
     if np.ptp(act) == 0 or np.ptp(sal) == 0:
         return Consistency(float("nan"), float("nan"), len(points), points)
