@@ -202,15 +202,19 @@ def load_models(args: argparse.Namespace) -> tuple[HFSequenceClassifier, Any]:
     return lit_model, mlm
 
 
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.dataset_size < 0:
         raise SystemExit("--dataset-size must be >= 0")
-    try:
-        loopback = ipaddress.ip_address(args.host).is_loopback
-    except ValueError:
-        loopback = args.host == "localhost"
-    if not loopback:
+    if not is_loopback(args.host):
         print(f"captum-erasure: WARNING: binding {args.host}, reachable from other machines; "
               "LIT has no authentication.", file=sys.stderr, flush=True)
     lit_model, mlm = load_models(args)
