@@ -813,7 +813,9 @@ def write_report(out: Path, summary: pd.DataFrame, consistency: pd.DataFrame | N
         "- dataset consistency: Spearman ρ between activation distance and saliency distance "
         "over high-overlap same-class and low-overlap different-class snippet pairs.",
         "- rationale consistency: the same across models (different seeds, untrained) on the "
-        "same snippets.",
+        "same snippets; empty for methods not run there (InputMarginalization needs an MLM with "
+        "those models' vocabulary, the LIT wrapper an HF model) and for Random (the same seeded "
+        "maps for every model).",
         "- cost: forward calls and rows of the classifier counted by a hook (gradient methods "
         "also run one backward pass per forward); seconds include everything the method does.",
         "",
