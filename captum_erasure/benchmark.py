@@ -675,13 +675,19 @@ def write_plots(out: Path, summary: pd.DataFrame, curves: dict, masked: dict) ->
 
     names = []
     grid = np.linspace(0, 1, 21)
+    colours = plt.get_cmap("tab20").colors
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for method, method_curves in curves.items():
+    saved = {}
+    for index, (method, method_curves) in enumerate(curves.items()):
         mean = np.mean([_resample(c, grid) for c in method_curves], 0)
-        axes[0].plot(grid, mean, label=method, linestyle="--" if method == "Random" else "-")
-        result = masked[method]
-        axes[1].plot(result.fractions, result.f1, label=method,
+        style = dict(label=method, color=colours[(2 * index) % 20 + (2 * index) // 20 % 2],
                      linestyle="--" if method == "Random" else "-")
+        axes[0].plot(grid, mean, **style)
+        result = masked[method]
+        axes[1].plot(result.fractions, result.f1, **style)
+        saved[method] = {"deletion_x": grid.tolist(), "deletion_mean": mean.tolist(),
+                         "masked_fractions": list(result.fractions), "masked_f1": result.f1}
+    (out / "curves.json").write_text(json.dumps(saved, indent=1) + "\n")
     axes[0].set(xlabel="share of words deleted (top first)",
                 ylabel="P(predicted class)", title="Deletion curves (lower is more faithful)")
     axes[1].set(xlabel="share of words replaced by [MASK] (top first)", ylabel="macro-F1",
