@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lit_nlp.api import types as lit_types
-from lit_nlp.components import gradient_maps, hotflip, lime_explainer
+from lit_nlp.components import ablation_flip, gradient_maps, hotflip, lime_explainer
 from lit_nlp.lib import caching
 
 from lit_plugin.model import HFSequenceClassifier
@@ -136,3 +136,17 @@ def test_lit_gradient_methods_lime_and_hotflip_run_on_it(wrapper):
     for flip in flips:   # HotFlip's own check is argmax change
         (flip_out,) = wrapper.predict([flip])
         assert np.argmax(flip_out["probas"]) != np.argmax(out["probas"])
+
+
+def test_lit_ablation_flip_runs_on_the_black_box_twin(wrapper):
+    black_box = wrapper.without_gradients()
+    example = {"text": "not very good , but fun"}
+    (original,) = black_box.predict([example])
+    flips = ablation_flip.AblationFlip().generate(
+        example, black_box, None,
+        config={"Prediction key": "probas", "Fields to ablate": ["text"],
+                "Max number of token ablations": 1})
+    assert flips
+    for flip in flips:
+        (out,) = black_box.predict([flip])
+        assert np.argmax(out["probas"]) != np.argmax(original["probas"])
