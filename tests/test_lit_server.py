@@ -12,7 +12,7 @@ from lit_plugin import BackgroundLoader, HFSequenceClassifier, merged_components
 from lit_plugin import server
 from lit_plugin.generators import MINIMAL_ERASURE_NAME
 from lit_plugin.interpreters import MARGINALIZATION_NAME, WORD_ERASURE_NAME
-from mlm_toys import toy_classifier, toy_tokenizer
+from mlm_toys import VOCAB, toy_classifier, toy_mlm, toy_tokenizer
 
 
 def test_flags_default_to_loopback_and_the_default_model():
@@ -75,6 +75,13 @@ def test_user_model_without_mlm_leaves_marginalization_out(tmp_path, capsys):
     args = server.build_parser().parse_args(["--model", str(tmp_path), "--mlm", str(tmp_path),
                                              "--no-marginalization"])
     assert server.load_models(args)[1] is None
+    # an MLM with another vocabulary is refused at launch
+    other = tmp_path / "other_mlm"
+    toy_mlm(vocab_size=len(VOCAB) + 3).save_pretrained(other)
+    toy_tokenizer(VOCAB + ["x", "y", "z"]).save_pretrained(other)
+    args = server.build_parser().parse_args(["--model", str(tmp_path), "--mlm", str(other)])
+    with pytest.raises(SystemExit, match="cannot serve input marginalization"):
+        server.load_models(args)
 
 
 def test_background_loader_reports_progress_then_the_model():
