@@ -199,8 +199,9 @@ class HFSequenceClassifier(lit_model.BatchedModel):
                              f"[0, {len(self.labels) - 1}]")
         return index
 
-    def _token_ids(self, example: dict) -> list[int]:
-        """Token ids with special tokens for one example.
+    def _token_ids(self, example: dict) -> tuple[list[int], list[int]]:
+        """Token ids with special tokens for one example, and 1 where a token is one of the
+        special tokens the tokenizer added (``[UNK]`` in the text is a word, not a special).
 
         Word pieces given in the ``tokens`` field are used as they are when they spell the text
         (HotFlip writes both); otherwise the text is tokenized.
@@ -215,36 +216,42 @@ class HFSequenceClassifier(lit_model.BatchedModel):
         pieces = example.get(TOKENS_FIELD)
         if pieces and " ".join(pieces) == text:
             prefix, suffix = self._special_frame()
-            return prefix + list(self.tokenizer.convert_tokens_to_ids(list(pieces))) + suffix
-        return list(self.tokenizer(text, add_special_tokens=True, truncation=False,
-                                   verbose=False)["input_ids"])
+            ids = list(self.tokenizer.convert_tokens_to_ids(list(pieces)))
+            return (prefix + ids + suffix,
+                    [1] * len(prefix) + [0] * len(ids) + [1] * len(suffix))
+        encoding = self.tokenizer(text, add_special_tokens=True, truncation=False,
+                                  return_special_tokens_mask=True, verbose=False)
+        return list(encoding["input_ids"]), list(encoding["special_tokens_mask"])
 
     def _special_frame(self) -> tuple[list[int], list[int]]:
         """Special token ids the tokenizer puts before and after a text (e.g. [CLS], [SEP])."""
         if self._frame is None:
-            ids = list(self.tokenizer("a", add_special_tokens=True)["input_ids"])
-            special = self.tokenizer.get_special_tokens_mask(ids, already_has_special_tokens=True)
+            encoding = self.tokenizer("a", add_special_tokens=True,
+                                      return_special_tokens_mask=True)
+            ids, special = list(encoding["input_ids"]), list(encoding["special_tokens_mask"])
             body = [p for p, flag in enumerate(special) if not flag]
             self._frame = ((ids[:body[0]], ids[body[-1] + 1:]) if body else (ids, []))
         return self._frame
 
-    def _check_length(self, ids: list[int], position: int) -> list[int]:
+    def _check_length(self, ids: list[int], special: list[int],
+                      position: int) -> tuple[list[int], list[int]]:
         if self.max_length is None or len(ids) <= self.max_length:
-            return ids
+            return ids, special
         if not self.truncate:
             raise ValueError(f"example {position} has {len(ids)} tokens, more than the model's "
                              f"maximum of {self.max_length}; shorten the text or build the "
                              "model with truncate=True")
         logger.warning("example %d truncated from %d to %d tokens", position, len(ids),
                        self.max_length)
-        return ids[:self.max_length - 1] + ids[-1:]
+        keep = self.max_length - 1  # and the last token ([SEP])
+        return ids[:keep] + ids[-1:], special[:keep] + special[-1:]
 
     def predict_minibatch(self, inputs: list[dict], **unused_kw) -> list[dict]:
         if not inputs:
             return []
-        rows = [self._check_length(self._token_ids(ex), i) for i, ex in enumerate(inputs)]
-        special = [self.tokenizer.get_special_tokens_mask(ids, already_has_special_tokens=True)
-                   for ids in rows]
+        encoded = [self._check_length(*self._token_ids(ex), i) for i, ex in enumerate(inputs)]
+        rows = [ids for ids, _ in encoded]
+        special = [flags for _, flags in encoded]
         width = max(len(ids) for ids in rows)
         pad = self.tokenizer.pad_token_id
         device = self.device

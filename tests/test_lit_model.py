@@ -54,6 +54,9 @@ def test_predictions_match_the_raw_model_and_tokens_have_no_specials(wrapper, ti
         assert out["label"] == wrapper.labels[int(np.argmax(out["probas"]))]
         assert out["token_grads"].shape == out["token_embs"].shape == (len(out["tokens"]), 16)
     assert outputs[0]["tokens"] == ["the", "movie", "was", "un", "##believ", "##able"]
+    # an unknown word is a token of the text, not a special token to hide
+    (unknown,) = wrapper.predict([{"text": "the zebra movie"}])
+    assert unknown["tokens"] == ["the", "[UNK]", "movie"]
 
 
 def test_gradients_are_those_of_the_label_class_probability(wrapper, tiny_model,
