@@ -358,9 +358,12 @@ def run_lit_ig(ctx: MethodContext) -> list[list[float]]:
         label = lit_model.labels[ctx.targets[i]]
         (result,) = ig.run([{"text": e.text, "label": label}], lit_model, None, config=config)
         salience = result["token_grads"]
-        # The wrapper's tokens are the pieces that are not special tokens ([UNK] counts as one).
+        # The wrapper's tokens are the pieces between the specials; older versions also hid
+        # [UNK] pieces (get_special_tokens_mask counts [UNK] as special): those get 0.
         body = e.ids[e.body]
-        shown = ~torch.isin(body, torch.tensor(list(ctx.tokenizer.all_special_ids)))
+        shown = torch.ones(len(body), dtype=torch.bool)
+        if len(salience.tokens) != len(body):
+            shown = ~torch.isin(body, torch.tensor(list(ctx.tokenizer.all_special_ids)))
         if len(salience.tokens) != int(shown.sum()):
             raise RuntimeError(f"LIT IG gave {len(salience.tokens)} tokens for "
                                f"{int(shown.sum())} word pieces (text {i})")
@@ -407,7 +410,7 @@ METHOD_NOTES = {
     "KernelShap": "Captum, {kshap} samples, [PAD] baseline",
     "ShapleyValueSampling": "Captum, {svs} permutations, [PAD] baseline",
     "LIT IG": "LIT IntegratedGradients via HFSequenceClassifier, {lit_ig} steps, zero-embedding "
-              "baseline, summed over pieces ([UNK] pieces, which the wrapper hides, get 0)",
+              "baseline, summed over pieces",
     "LIT LIME": "LIT LIME via HFSequenceClassifier, {lit_lime} samples, [MASK], str.split "
                 "tokens shared among the model words inside them",
 }
