@@ -85,3 +85,28 @@ def test_quick_benchmark_writes_its_report(tmp_path, one_thread):
     meta = json.loads((tmp_path / "results.json").read_text())["meta"]
     assert meta["n_examples"] == len(TEXTS)
     assert len(result.per_example) == len(TEXTS) * len(methods)
+
+
+def test_command_line_quick_mode(tmp_path, monkeypatch, one_thread):
+    """`python -m captum_erasure.benchmark --quick` wiring, with the default model, MLM, data
+    and lexicon swapped for offline toys."""
+    import pandas as pd
+
+    import captum_erasure.benchmark as benchmark
+    import captum_erasure.data as data
+    import captum_erasure.default_mlm as default_mlm
+    import captum_erasure.default_model as default_model
+
+    tokenizer = toy_tokenizer()
+    monkeypatch.setattr(default_model, "load_default_model", lambda: (two_class(0), tokenizer))
+    monkeypatch.setattr(default_mlm, "load_default_mlm", lambda: (toy_mlm(), tokenizer))
+    frame = pd.DataFrame({"id": range(len(TEXTS)), "text": TEXTS, "rating": 0.0,
+                          "label": LABELS})
+    monkeypatch.setattr(data, "load_rotten_tomatoes", lambda split: frame)
+    monkeypatch.setattr(benchmark, "vader_valences", lambda: VALENCES)
+    result = benchmark.main(["--quick", "--no-consistency", "--no-progress", "--out",
+                             str(tmp_path), "--methods", "Random", "WordErasure",
+                             "FeatureAblation", "--n", "4"])
+    assert result.summary["method"].tolist() == ["Random", "WordErasure", "FeatureAblation"]
+    assert json.loads((tmp_path / "results.json").read_text())["meta"]["n_examples"] == 4
+    assert (tmp_path / "report.md").is_file()
