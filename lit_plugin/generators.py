@@ -17,7 +17,7 @@ are returned. The example keeps the parent's gold label: nobody has labelled the
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from lit_nlp.api import components as lit_components
 from lit_nlp.api import types as lit_types

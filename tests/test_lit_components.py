@@ -8,7 +8,6 @@ import urllib.parse
 
 import numpy as np
 import pytest
-import torch
 from lit_nlp.api import model as lit_model
 from lit_nlp.api import types as lit_types
 from werkzeug.test import Client
