@@ -209,6 +209,7 @@ class SetEvaluator:
             batch_size=batch_size, max_tokens=max_tokens, device=device, autocast=autocast,
             show_progress=show_progress)
         self.rows_per_example = [0] * len(self.ids)
+        self._memo: dict[tuple[int, tuple], Tensor] = {}
         self._sizes = [{f: int((self.mask[b] == f).sum()) for f in feats}
                        for b, feats in enumerate(self.features)]
 
@@ -253,15 +254,21 @@ class SetEvaluator:
 
     def evaluate(self, requests: Sequence[tuple[int, Iterable[int]]],
                  desc: str = "erased sets") -> Tensor:
-        """Probabilities (float64, one row per request) of each example with its set erased."""
-        rows = []
-        for example, erased in requests:
-            erased = tuple(sorted(set(int(f) for f in erased)))
-            rows.append(Row(example, -1, self._length(example, erased), erased))
+        """Probabilities (float64, one row per request) of each example with its set erased.
+        A set already evaluated for an example is answered from memory (no row spent)."""
+        keys = [(example, tuple(sorted(set(int(f) for f in erased))))
+                for example, erased in requests]
+        new = list(dict.fromkeys(key for key in keys if key not in self._memo))
+        rows = [Row(example, -1, self._length(example, erased), erased)
+                for example, erased in new]
+        for example, _ in new:
             self.rows_per_example[example] += 1
-        if not rows:
+        if rows:
+            out = log_probs(self.engine.run(rows, self.collate, desc=desc), self.output).exp()
+            self._memo.update(zip(new, out))
+        if not keys:
             return torch.empty(0, 0, dtype=torch.float64)
-        return log_probs(self.engine.run(rows, self.collate, desc=desc), self.output).exp()
+        return torch.stack([self._memo[key] for key in keys])
 
 
 def flip_targets(target: Any, n_examples: int, n_classes: int) -> list[int | None]:
@@ -408,7 +415,8 @@ def greedy_flip(model: nn.Module, texts: str | Sequence[str], *, tokenizer: Any,
                 max_erasures: int | None = None, prune_result: bool = False,
                 output: str = "logits", max_length: int | None = None, truncate: bool = False,
                 batch_size: int | None = None, device: torch.device | str | None = None,
-                show_progress: bool = False) -> list[FlipResult]:
+                show_progress: bool = False, stats: EngineStats | None = None,
+                ) -> list[FlipResult]:
     """Baseline: erase the most important words, in leave-one-out order, until the label flips.
 
     Importance is leave-one-out erasure (our WordErasure with the same ``mode``): the drop of
@@ -416,7 +424,8 @@ def greedy_flip(model: nn.Module, texts: str | Sequence[str], *, tokenizer: Any,
     Then the top-1, top-2, ... words are erased until the label flips (all still-unflipped
     texts of a step in one batched evaluation). Cost: n + 1 rows for the ranking, one row per
     step, one verification row. ``prune_result=True`` also applies the post-hoc pruning of
-    :class:`~captum_erasure.MinimalErasure` (off by default: the plain baseline).
+    :class:`~captum_erasure.MinimalErasure` (off by default: the plain baseline). Pass an
+    ``EngineStats`` as ``stats`` to have this call's forward calls and rows added to it.
     """
     encoded = encode_texts(model, tokenizer, texts, max_length=max_length, truncate=truncate)
     with _eval_mode(model):
@@ -425,7 +434,13 @@ def greedy_flip(model: nn.Module, texts: str | Sequence[str], *, tokenizer: Any,
             baseline_id=tokenizer.pad_token_id if baseline_token is None else baseline_token,
             pad_token_id=tokenizer.pad_token_id, output=output, batch_size=batch_size,
             device=device, show_progress=show_progress)
-        return _greedy(model, tokenizer, encoded, evaluator, target, max_erasures, prune_result)
+        results = _greedy(model, tokenizer, encoded, evaluator, target, max_erasures,
+                          prune_result)
+    if stats is not None:
+        stats.forward_passes += evaluator.stats.forward_passes
+        stats.rows += evaluator.stats.rows
+        stats.oom_retries += evaluator.stats.oom_retries
+    return results
 
 
 def loo_order(evaluator: SetEvaluator, original_probs: Tensor,

@@ -12,13 +12,26 @@ frozen; only the policy and the baseline learn.
 
 Choices the paper leaves open (documented in the README): the policy is a small MLP over
 [h_t, h_ctx, h_t * h_ctx] (h_t: the word's representation, mean over its tokens; h_ctx: the
-mean over the text's words), the baseline an MLP over [h_ctx, 1/n]; Adam. ``fit`` trains them
-once over a corpus (amortised); ``explain``/``attribute`` refine the policy per example with a
-few REINFORCE rounds on per-word logit offsets (round 0 also tries the policy's most likely
-masks: its top-1, top-2, top-3, top-4, top-6, ... words), keep the smallest flipping set
-found, prune it post hoc (restore words while the flip survives; the last round checks that
-no single erased word can be restored) and verify it with a final forward pass. All sampled
-masks of all examples of a round are evaluated in one batched pass through the shared engine.
+mean over the text's words), the baseline an MLP over [h_ctx, 1/n]; Adam; gamma = 0.002; and
+a KL pull of every erase probability towards a sparse Bernoulli(0.1) prior, because the reward
+alone drives the policy to erase nearly everything (the flip rate grows faster with |D| than
+1/|D| falls, and Eq. 4 does not penalise one long erasure).
+
+``fit`` trains the policy once over a corpus (amortised). ``explain``/``attribute`` then search
+per example, within ``max_evaluations`` masks (default 60), refining the policy's logits:
+
+- round 0 probes the policy's top ``probes`` words one at a time (a single-word flip ends the
+  search) and moves each probed word's logit by how much its erasure moved the flip margin;
+- round 1 tries the refined policy's most likely masks (its top-1, 2, 3, 4, 6, 8, 12, ...
+  words, the pairs among its top 5 and the triples among its top 4) plus ``samples`` masks
+  sampled from it;
+- later rounds sample ``samples`` masks each, after a REINFORCE step on the per-example logit
+  offsets (Eq. 7 with the mean reward of the round's other samples as the baseline).
+
+The smallest flipping set found is pruned post hoc (restore words while the flip survives;
+the last round checks that no single erased word can be restored) and verified by a final
+forward pass on the remaining text. All masks of all examples of a round are evaluated in one
+batched pass through the shared engine; a mask already evaluated is never evaluated again.
 """
 
 from __future__ import annotations
@@ -86,7 +99,7 @@ def sentence_pairs(words: Sequence[Sequence[str]], n_words: int) -> Tensor:
 class ErasurePolicy(nn.Module):
     """pi(z_t = 1 | word t): an MLP over [h_t, h_ctx, h_t * h_ctx] -> one logit per word."""
 
-    def __init__(self, dim: int, hidden: int = 64, initial_erase_probability: float = 0.15):
+    def __init__(self, dim: int, hidden: int = 64, initial_erase_probability: float = 0.2):
         super().__init__()
         self.norm = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(3 * dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))
@@ -109,6 +122,9 @@ class RewardBaseline(nn.Module):
         super().__init__()
         self.norm = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim + 1, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+        with torch.no_grad():  # rewards start near 0: a biased start would push the policy
+            self.mlp[-1].weight.zero_()
+            self.mlp[-1].bias.zero_()
 
     def forward(self, words: Tensor, valid: Tensor) -> Tensor:
         h = self.norm(words)
@@ -123,6 +139,15 @@ def rewards(flipped: Tensor, masks: Tensor, pairs: Tensor, gamma: float) -> Tens
     flip_term = torch.where(size > 0, flipped.float() / size.clamp_min(1), torch.zeros_like(size))
     switches = (masks[..., 1:] - masks[..., :-1]).abs() * pairs.float()
     return flip_term - gamma * switches.sum(-1)
+
+
+def sparsity_kl(probs: Tensor, valid: Tensor, prior: float) -> Tensor:
+    """Mean KL(Bernoulli(p_t) || Bernoulli(prior)) over the words: keeps the policy sparse.
+    Without it the reward alone drives the policy to erase nearly everything: the flip rate
+    grows faster with |D| than 1/|D| falls, and Eq. 4 does not penalise one long erasure."""
+    p = probs.clamp(1e-6, 1 - 1e-6)
+    kl = p * (p / prior).log() + (1 - p) * ((1 - p) / (1 - prior)).log()
+    return (kl * valid).sum() / valid.sum().clamp_min(1)
 
 
 @dataclass
@@ -149,16 +174,21 @@ class MinimalErasure(PerturbationAttribution):
             last hidden states (:class:`HiddenStates`).
         gamma: weight of the contiguity regulariser (Eq. 4).
         samples: masks sampled per example per step (training and explain-time refinement).
-        rounds: explain-time refinement rounds (each one batched evaluation of ``samples``
-            masks per unfinished example).
+        rounds: explain-time search rounds (each one batched evaluation for all unfinished
+            examples; see the module docstring).
+        probes: words probed one at a time in round 0; ``probe_weight`` scales their effect.
+        prior, prior_weight: the sparse Bernoulli prior of the policy and the weight of its
+            KL term during ``fit``.
         refine_lr: step size of the per-example refinement of the policy's logits.
         mode: how a word is erased: ``"delete"`` (default), ``"replace"`` or ``"attention"``.
         seed: seeds the policy's initial weights and every sampling call (reproducible).
     """
 
     def __init__(self, forward_func: Callable, representation: Callable | None = None, *,
-                 gamma: float = 0.01, samples: int = 12, rounds: int = 4,
-                 refine_lr: float = 1.0, hidden: int = 64, learning_rate: float = 3e-3,
+                 gamma: float = 0.002, samples: int = 10, rounds: int = 4,
+                 probes: int = 32, probe_weight: float = 8.0,
+                 refine_lr: float = 1.0, hidden: int = 64, learning_rate: float = 1e-3,
+                 prior: float = 0.1, prior_weight: float = 0.05,
                  mode: str = "delete", baseline_token: int | None = None,
                  output: str = "logits", batch_size: int | None = None,
                  max_tokens: int | None = None, device: torch.device | str | None = None,
@@ -174,6 +204,10 @@ class MinimalErasure(PerturbationAttribution):
         self.baseline_token, self.output = baseline_token, output
         self.batch_size, self.max_tokens, self.device, self.autocast = (
             batch_size, max_tokens, device, autocast)
+        if not 0 < prior < 1 or prior_weight < 0:
+            raise ValueError("prior must be in (0, 1) and prior_weight >= 0")
+        self.prior, self.prior_weight = prior, prior_weight
+        self.probes, self.probe_weight = probes, probe_weight
         self.seed = seed
         self.policy: ErasurePolicy | None = None
         self.baseline: RewardBaseline | None = None
@@ -201,7 +235,7 @@ class MinimalErasure(PerturbationAttribution):
             return
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            self.policy = ErasurePolicy(dim, self.hidden)
+            self.policy = ErasurePolicy(dim, self.hidden, self.prior)
             self.baseline = RewardBaseline(dim, self.hidden)
         self._optimizer = torch.optim.Adam(
             itertools.chain(self.policy.parameters(), self.baseline.parameters()),
@@ -307,7 +341,8 @@ class MinimalErasure(PerturbationAttribution):
         predicted = self.baseline(batch.words, batch.valid)                 # (B,)
         advantage = reward - predicted.detach()[:, None]
         loss = -(advantage * log_prob).mean() + \
-            ((predicted[:, None] - reward) ** 2).mean()
+            ((predicted[:, None] - reward) ** 2).mean() + \
+            self.prior_weight * sparsity_kl(probs, batch.valid, self.prior)
         self._optimizer.zero_grad()
         loss.backward()
         self._optimizer.step()
@@ -316,8 +351,8 @@ class MinimalErasure(PerturbationAttribution):
         return dict(mean_reward=float(reward.mean()), flip_rate=float(flipped.float().mean()),
                     mean_erased_when_flipped=float(sizes[flipped].mean()) if flipped.any()
                     else float("nan"),
-                    erase_probability=float(probs[batch.valid].mean()),
-                    baseline_error=float((predicted[:, None] - reward).abs().mean()),
+                    erase_probability=float(probs.detach()[batch.valid].mean()),
+                    baseline_error=float((predicted.detach()[:, None] - reward).abs().mean()),
                     rows=len(requests))
 
     # -- explain-time search --------------------------------------------------------------------
@@ -330,7 +365,7 @@ class MinimalErasure(PerturbationAttribution):
         with torch.no_grad():
             base = self.policy(batch.words, batch.valid)
         offsets = torch.zeros_like(base)
-        budget = max_evaluations if max_evaluations is not None else self.samples * self.rounds
+        budget = max_evaluations if max_evaluations is not None else 60
         spent = [0] * n
         seen: list[dict] = [dict() for _ in range(n)]
         best: list = [None] * n
@@ -355,13 +390,21 @@ class MinimalErasure(PerturbationAttribution):
                 n_words = int(batch.valid[b].sum())
                 room = budget - spent[b]
                 candidates: list[tuple] = []
-                if round_index == 0:  # the policy's most likely masks: its top-j words
-                    ranked = torch.argsort(-probs[b, :n_words], stable=True).tolist()
-                    for j in _prefix_sizes(n_words):
-                        candidates.append(tuple(sorted(ranked[:j])))
-                draws = torch.bernoulli(probs[b, :n_words].expand(self.samples, -1).contiguous(),
-                                        generator=generator)
-                sampled = [tuple(d.nonzero().flatten().tolist()) for d in draws]
+                ranked = torch.argsort(-probs[b, :n_words], stable=True).tolist()
+                sampled = []
+                if round_index == 0:  # probe the policy's top words one by one
+                    candidates = [(f,) for f in ranked[:self.probes]]
+                else:
+                    if round_index == 1:  # the refined policy's most likely masks
+                        candidates = [tuple(sorted(ranked[:j])) for j in _prefix_sizes(n_words)]
+                        candidates += [tuple(sorted(pair))
+                                       for pair in itertools.combinations(ranked[:5], 2)]
+                        candidates += [tuple(sorted(triple))
+                                       for triple in itertools.combinations(ranked[:4], 3)]
+                    draws = torch.bernoulli(
+                        probs[b, :n_words].expand(self.samples, -1).contiguous(),
+                        generator=generator)
+                    sampled = [tuple(d.nonzero().flatten().tolist()) for d in draws]
                 proposals[b] = sampled
                 for mask in candidates + sampled:
                     if mask and mask not in seen[b] and room > 0:
@@ -385,7 +428,10 @@ class MinimalErasure(PerturbationAttribution):
                         float(flip_margin(best_probs[b][None], label, batch.targets[b])[0]))
                     if better:
                         best[b], best_probs[b] = list(mask), row
-            self._refine(batch, offsets, base, proposals, seen)
+            if round_index == 0:
+                self._use_probes(batch, offsets, seen, active)
+            else:
+                self._refine(batch, offsets, base, proposals, seen)
             active = [b for b in active if spent[b] < budget and
                       not (best[b] is not None and len(best[b]) == 1)]
             bar.update(1)
@@ -405,6 +451,18 @@ class MinimalErasure(PerturbationAttribution):
                 messages[b] = (f"no flipping set found within the budget of {budget} "
                                "evaluated masks")
         return best, best_probs, messages
+
+    def _use_probes(self, batch: _Batch, offsets: Tensor, seen: list[dict],
+                    active: list[int]) -> None:
+        """Per-example refinement from the single-word probes: a probed word's logit moves by
+        ``probe_weight`` times how much erasing it alone moved the flip margin (in [-1, 1])."""
+        for b in active:
+            label = int(batch.original[b].argmax())
+            before = float(flip_margin(batch.original[b][None], label, batch.targets[b])[0])
+            for mask, row in seen[b].items():
+                if row is not None and len(mask) == 1:
+                    gain = float(flip_margin(row[None], label, batch.targets[b])[0]) - before
+                    offsets[b, mask[0]] += self.probe_weight * gain
 
     def _refine(self, batch: _Batch, offsets: Tensor, base: Tensor,
                 proposals: dict[int, list[tuple]], seen: list[dict]) -> None:
@@ -437,7 +495,8 @@ class MinimalErasure(PerturbationAttribution):
 
         ``target=None`` flips away from the predicted class; a class index (or one per text)
         flips towards it. ``max_evaluations`` caps the masks tried per text in the search
-        (default ``samples x rounds``); pruning and the final verification come on top.
+        (default 60); the representation forward, pruning and the final verification come on
+        top (all counted in ``forward_passes``).
         """
         model = self.forward_func
         encoded = encode_texts(model, tokenizer, texts, max_length=max_length,

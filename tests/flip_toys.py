@@ -1,0 +1,56 @@
+"""Hand-checkable toys for the decision-flip methods: a bag-of-words classifier over the tiny
+test vocabulary (conftest ``TINY_VOCAB``) whose decision is known word by word.
+
+``MarkerBag`` scores a text as ``bias + sum of its words' weights`` (attended tokens only) and
+returns logits ``[0, score]``: label 1 ("pos") when the score is positive. With the default
+weights "good" and "great" are +2 each and the bias -1, so a text with both markers is
+positive, stays positive without either one alone, and turns negative only when *both* are
+erased: its minimal flipping set is exactly {good, great}. "bad" (-0.5) and "fun" (+0.25)
+have small weights so that leave-one-out orders and reductions are not all ties.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from conftest import TINY_VOCAB
+
+WEIGHTS = {"good": 2.0, "great": 2.0, "bad": -0.5, "fun": 0.25}
+BIAS = -1.0
+
+
+class MarkerBag(nn.Module):
+    """Bag-of-words classifier with a per-token weight stored as a 1-d embedding (so that
+    gradient methods find an embedding layer)."""
+
+    def __init__(self, weights: dict[str, float] | None = None, bias: float = BIAS) -> None:
+        super().__init__()
+        weights = WEIGHTS if weights is None else weights
+        self.embedding = nn.Embedding(len(TINY_VOCAB), 1)
+        with torch.no_grad():
+            self.embedding.weight.zero_()
+            for word, weight in weights.items():
+                self.embedding.weight[TINY_VOCAB.index(word), 0] = weight
+        self.bias = bias
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embedding
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        values = self.embedding(input_ids).squeeze(-1) * attention_mask
+        score = values.sum(1) + self.bias
+        return torch.stack([torch.zeros_like(score), score], -1)
+
+
+def one_hot_words(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """A policy representation for the toy: each token as a one-hot vector of its id."""
+    return nn.functional.one_hot(input_ids, len(TINY_VOCAB)).float()
+
+
+def toy_texts() -> list[str]:
+    """Training texts for the policy: the markers in varied company."""
+    fillers = ["the movie was", "a film is", "the plot is very", "i liked it , it was",
+               "the acting was", "it is not", "a fun movie , and", "the script was bad but"]
+    return [f"{filler} good and great" if i % 2 == 0 else f"good , {filler} great"
+            for i, filler in enumerate(fillers * 3)]

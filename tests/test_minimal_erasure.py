@@ -1,0 +1,200 @@
+"""MinimalErasure (Li et al. sec. 5), the greedy flip baseline and the shared flip helpers, on a
+bag-of-words toy whose minimal flipping set is known ({good, great}, see flip_toys)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from captum.attr import PerturbationAttribution
+
+from captum_erasure import FlipResult, MinimalErasure, greedy_flip, word_feature_mask
+from captum_erasure.engine import output_logits
+from captum_erasure.flips import SetEvaluator, encode_texts, prune
+from captum_erasure.minimal_erasure import rewards, sentence_pairs
+from flip_toys import MarkerBag, one_hot_words, toy_texts
+
+TEXT = "the movie was good and great"          # words: the movie was good and great
+MARKERS = [3, 5]
+
+
+def label_of(model, tokenizer, text: str) -> int:
+    enc = tokenizer([text], return_tensors="pt")
+    with torch.no_grad():
+        return int(output_logits(model(enc["input_ids"], enc["attention_mask"])).argmax(-1))
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return MarkerBag()
+
+
+@pytest.fixture(scope="module")
+def trained(toy, tiny_tokenizer):
+    explainer = MinimalErasure(toy, one_hot_words, samples=8, rounds=3, seed=3)
+    explainer.fit(toy_texts(), tokenizer=tiny_tokenizer, epochs=4, batch_size=8,
+                  show_progress=False)
+    return explainer
+
+
+def test_toy_decision_is_as_documented(toy, tiny_tokenizer):
+    assert label_of(toy, tiny_tokenizer, TEXT) == 1
+    assert label_of(toy, tiny_tokenizer, "the movie was and great") == 1
+    assert label_of(toy, tiny_tokenizer, "the movie was good and") == 1
+    assert label_of(toy, tiny_tokenizer, "the movie was and") == 0
+
+
+def test_minimal_erasure_finds_exactly_the_two_markers(trained, toy, tiny_tokenizer):
+    [result] = trained.explain(TEXT, tokenizer=tiny_tokenizer)
+    assert isinstance(result, FlipResult)
+    assert result.erased == MARKERS and result.erased_words == ["good", "great"]
+    assert result.flipped and result.minimal
+    assert result.remaining_text == "the movie was and"
+    assert (result.original_label, result.new_label) == (1, 0)
+    # Exact probabilities: score 3 -> sigmoid(3); without the markers score -1.
+    assert result.original_probability == pytest.approx(torch.sigmoid(torch.tensor(3.)).item())
+    assert result.new_probability == pytest.approx(torch.sigmoid(torch.tensor(1.)).item())
+    assert label_of(toy, tiny_tokenizer, result.remaining_text) == result.new_label
+    assert result.forward_passes > 0 and result.message == ""
+
+
+def test_policy_learns_to_erase_the_markers(trained, tiny_tokenizer):
+    enc = encode_texts(trained.forward_func, tiny_tokenizer, [TEXT])
+    batch = trained._batch(enc.input_ids, enc.attention_mask, enc.feature_mask, enc.words,
+                           None, 0, False)
+    probs = torch.sigmoid(trained.policy(batch.words, batch.valid))[0]
+    others = [i for i in range(6) if i not in MARKERS]
+    assert probs[MARKERS].min() > probs[others].max()
+    history = trained.history
+    assert len(history) == 12 and {"mean_reward", "flip_rate", "rows"} <= set(history)
+    assert history["rows"].eq(8 * 8).all()  # every step: 8 texts x 8 samples, one batched pass
+
+
+def test_greedy_baseline_finds_exactly_the_two_markers(toy, tiny_tokenizer):
+    [result] = greedy_flip(toy, TEXT, tokenizer=tiny_tokenizer)
+    assert result.erased == MARKERS and result.flipped and result.method == "greedy"
+    # 1 original + 6 leave-one-out rows + 2 greedy steps + 1 verification, where step 1
+    # (erase the top word) is a leave-one-out row already evaluated
+    assert result.forward_passes == 1 + 6 + 1 + 1
+
+
+def test_greedy_baseline_is_not_pruned_by_default(tiny_tokenizer):
+    # "fun" raises the score a little: leave-one-out ranks it after the markers, so greedy
+    # needs both markers; with bias -2.3 the markers alone do not flip "good great fun"...
+    model = MarkerBag({"good": 2.0, "great": 2.0, "fun": 1.0}, bias=-1.5)
+    [plain] = greedy_flip(model, "good great fun", tokenizer=tiny_tokenizer)
+    [pruned] = greedy_flip(model, "good great fun", tokenizer=tiny_tokenizer, prune_result=True)
+    # score 3.5; erasing good -> 1.5, great -> 1.5, fun -> 2.5: order good, great, fun;
+    # good+great -> -0.5 flips at step 2, already minimal.
+    assert plain.erased == [0, 1] and pruned.erased == [0, 1] and pruned.minimal
+    assert not plain.minimal
+
+
+def test_pruning_restores_unneeded_words_and_checks_minimality(toy, tiny_tokenizer):
+    enc = encode_texts(toy, tiny_tokenizer, [TEXT])
+    evaluator = SetEvaluator(toy, enc.input_ids, enc.attention_mask, enc.feature_mask)
+    start = [0, 1, 3, 4, 5]
+    probs = evaluator.evaluate([(0, start)])[0]
+    assert int(probs.argmax()) == 0
+    [kept], [kept_probs] = prune(evaluator, [0], [start], [1], [None], [probs])
+    assert kept == MARKERS
+    assert kept_probs[0] == pytest.approx(torch.sigmoid(torch.tensor(1.)).item())
+    # 5 single restorations tried in order (the, movie, good, and, great: 'good' and 'great'
+    # stay), then the minimality check: restoring 'good' is new, restoring 'great' leaves
+    # {good}, already evaluated by the last restoration (answered from memory).
+    assert evaluator.rows_per_example[0] == 1 + 5 + 1
+    evaluator.evaluate([(0, [5, 3]), (0, (3, 5))])
+    assert evaluator.rows_per_example[0] == 7
+
+
+def test_a_one_word_input(trained, tiny_tokenizer):
+    [result] = trained.explain("good", tokenizer=tiny_tokenizer)
+    assert result.flipped and result.erased == [0] and result.remaining_text == ""
+    assert result.new_label == 0
+
+
+def test_an_input_that_cannot_be_flipped_says_so(trained, tiny_tokenizer):
+    for text in ["the", "the movie was bad"]:   # negative, and erasing never makes it positive
+        [result] = trained.explain(text, tokenizer=tiny_tokenizer)
+        assert not result.flipped and result.erased == [] and result.remaining_text == text
+        assert result.new_label == result.original_label == 0
+        assert "no flipping set" in result.message
+    [result] = greedy_flip(trained.forward_func, "the movie was bad", tokenizer=tiny_tokenizer)
+    assert not result.flipped and "never flipped" in result.message
+
+
+def test_target_class(trained, tiny_tokenizer):
+    [towards] = trained.explain("the movie was bad fun", tokenizer=tiny_tokenizer, target=1)
+    # score -1 - 0.5 + 0.25 < 0; erasing "bad" gives -0.75: still negative, so no flip to 1.
+    assert not towards.flipped and towards.target == 1
+    [already] = trained.explain(TEXT, tokenizer=tiny_tokenizer, target=1)
+    assert not already.flipped and "already" in already.message
+    [away] = trained.explain(TEXT, tokenizer=tiny_tokenizer, target=0)
+    assert away.flipped and away.erased == MARKERS
+    with pytest.raises(ValueError, match="outside the model's class range"):
+        trained.explain(TEXT, tokenizer=tiny_tokenizer, target=2)
+
+
+def test_reproducible_under_a_seed(toy, tiny_tokenizer):
+    texts = [TEXT, "good , a fun film great", "the plot is good"]
+
+    def run(seed):
+        explainer = MinimalErasure(toy, one_hot_words, samples=6, rounds=2, seed=seed)
+        history = explainer.fit(toy_texts(), tokenizer=tiny_tokenizer, batch_size=8,
+                                show_progress=False)
+        return history, explainer.explain(texts, tokenizer=tiny_tokenizer)
+
+    (h1, r1), (h2, r2) = run(7), run(7)
+    assert h1.equals(h2) and r1 == r2
+
+
+def test_attribute_marks_the_erased_words_tokens(trained, tiny_tokenizer):
+    enc = tiny_tokenizer([TEXT, "un ##believable good great"], padding=True,
+                         return_tensors="pt")
+    enc = tiny_tokenizer([TEXT, "unbelievable good great"], padding=True, return_tensors="pt")
+    mask = word_feature_mask(enc)
+    assert isinstance(trained, PerturbationAttribution)
+    attr = trained.attribute(enc["input_ids"], additional_forward_args=(enc["attention_mask"],),
+                             feature_mask=mask)
+    assert attr.shape == enc["input_ids"].shape
+    erased_tokens = [tiny_tokenizer.convert_ids_to_tokens(int(enc["input_ids"][b, i]))
+                     for b, i in attr.nonzero().tolist()]
+    assert erased_tokens == ["good", "great", "good", "great"]
+    assert [r["flipped"] for r in trained.last_results] == [True, True]
+
+
+def test_reward_follows_eqs_3_to_5():
+    masks = torch.tensor([[0., 1., 1., 0.], [1., 0., 1., 0.], [0., 0., 0., 0.]])
+    flipped = torch.tensor([True, True, False])
+    pairs = sentence_pairs([["a", "b", ".", "c"]] * 3, 4)   # no switch term across "."
+    assert pairs.tolist()[0] == [True, True, False]
+    out = rewards(flipped, masks, pairs, gamma=0.1)
+    # |D| = 2 -> 1/2; switches inside the sentence a b . : 0->1 (1), 1->1 (0) => 0.1
+    # second: 1->0, 0->1 => 0.2; third: no flip, no erasure => 0
+    assert out.tolist() == pytest.approx([0.5 - 0.1, 0.5 - 0.2, 0.0])
+
+
+def test_bad_input_is_rejected(trained, tiny_tokenizer):
+    with pytest.raises(ValueError, match="empty"):
+        trained.explain(["good", "  "], tokenizer=tiny_tokenizer)
+    with pytest.raises(ValueError, match="samples and rounds"):
+        MinimalErasure(trained.forward_func, samples=0)
+    with pytest.raises(ValueError, match="representation"):
+        MinimalErasure(lambda ids, mask: ids.float()).explain(TEXT, tokenizer=tiny_tokenizer)
+
+
+def test_default_representation_on_a_tiny_bert(tiny_model, tiny_tokenizer):
+    texts = ["the movie was good", "a boring plot , but great acting"]
+    explainer = MinimalErasure(tiny_model, samples=4, rounds=2)
+    results = explainer.explain(texts, tokenizer=tiny_tokenizer)
+    assert explainer.policy.norm.normalized_shape[0] == tiny_model.config.hidden_size
+    for result in results:
+        if result.flipped:  # every reported flip is real and 1-minimal
+            assert label_of(tiny_model, tiny_tokenizer, result.remaining_text) == \
+                result.new_label != result.original_label
+            for restored in result.erased:
+                rest = [i for i in result.erased if i != restored]
+                enc = encode_texts(tiny_model, tiny_tokenizer, [result.text])
+                assert label_of(tiny_model, tiny_tokenizer, enc.text_without(0, rest)) == \
+                    result.original_label
+        else:
+            assert result.message
