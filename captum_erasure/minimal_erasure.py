@@ -18,12 +18,13 @@ alone drives the policy to erase nearly everything (the flip rate grows faster w
 1/|D| falls, and Eq. 4 does not penalise one long erasure).
 
 ``fit`` trains the policy once over a corpus (amortised). ``explain``/``attribute`` then search
-per example, within ``max_evaluations`` masks (default 60), refining the policy's logits:
+per example, within ``max_evaluations`` masks (default: the probes + 40), refining the
+policy's logits:
 
 - round 0 probes the policy's top ``probes`` words one at a time (a single-word flip ends the
   search) and moves each probed word's logit by how much its erasure moved the flip margin;
 - round 1 tries the refined policy's most likely masks (its top-1, 2, 3, 4, 6, 8, 12, ...
-  words, the pairs among its top 5 and the triples among its top 4) plus ``samples`` masks
+  words, the pairs among its top 6 and the triples among its top 5) plus ``samples`` masks
   sampled from it;
 - later rounds sample ``samples`` masks each, after a REINFORCE step on the per-example logit
   offsets (Eq. 7 with the mean reward of the round's other samples as the baseline).
@@ -365,7 +366,6 @@ class MinimalErasure(PerturbationAttribution):
         with torch.no_grad():
             base = self.policy(batch.words, batch.valid)
         offsets = torch.zeros_like(base)
-        budget = max_evaluations if max_evaluations is not None else 60
         spent = [0] * n
         seen: list[dict] = [dict() for _ in range(n)]
         best: list = [None] * n
@@ -388,6 +388,7 @@ class MinimalErasure(PerturbationAttribution):
             proposals: dict[int, list[tuple]] = {}
             for b in active:
                 n_words = int(batch.valid[b].sum())
+                budget = self._budget(n_words, max_evaluations)
                 room = budget - spent[b]
                 candidates: list[tuple] = []
                 ranked = torch.argsort(-probs[b, :n_words], stable=True).tolist()
@@ -398,9 +399,9 @@ class MinimalErasure(PerturbationAttribution):
                     if round_index == 1:  # the refined policy's most likely masks
                         candidates = [tuple(sorted(ranked[:j])) for j in _prefix_sizes(n_words)]
                         candidates += [tuple(sorted(pair))
-                                       for pair in itertools.combinations(ranked[:5], 2)]
+                                       for pair in itertools.combinations(ranked[:6], 2)]
                         candidates += [tuple(sorted(triple))
-                                       for triple in itertools.combinations(ranked[:4], 3)]
+                                       for triple in itertools.combinations(ranked[:5], 3)]
                     draws = torch.bernoulli(
                         probs[b, :n_words].expand(self.samples, -1).contiguous(),
                         generator=generator)
@@ -432,7 +433,8 @@ class MinimalErasure(PerturbationAttribution):
                 self._use_probes(batch, offsets, seen, active)
             else:
                 self._refine(batch, offsets, base, proposals, seen)
-            active = [b for b in active if spent[b] < budget and
+            active = [b for b in active
+                      if spent[b] < self._budget(int(batch.valid[b].sum()), max_evaluations) and
                       not (best[b] is not None and len(best[b]) == 1)]
             bar.update(1)
         bar.close()
@@ -448,9 +450,16 @@ class MinimalErasure(PerturbationAttribution):
             best[b], best_probs[b] = erased, row
         for b in range(n):
             if best[b] is None and not messages[b]:
+                budget = self._budget(int(batch.valid[b].sum()), max_evaluations)
                 messages[b] = (f"no flipping set found within the budget of {budget} "
                                "evaluated masks")
         return best, best_probs, messages
+
+    def _budget(self, n_words: int, max_evaluations: int | None) -> int:
+        """Masks the search may evaluate for a text: the probes plus 40 by default."""
+        if max_evaluations is not None:
+            return max_evaluations
+        return min(n_words, self.probes) + 40
 
     def _use_probes(self, batch: _Batch, offsets: Tensor, seen: list[dict],
                     active: list[int]) -> None:
@@ -495,7 +504,7 @@ class MinimalErasure(PerturbationAttribution):
 
         ``target=None`` flips away from the predicted class; a class index (or one per text)
         flips towards it. ``max_evaluations`` caps the masks tried per text in the search
-        (default 60); the representation forward, pruning and the final verification come on
+        (default: the probed words + 40); the representation forward, pruning and the final verification come on
         top (all counted in ``forward_passes``).
         """
         model = self.forward_func
