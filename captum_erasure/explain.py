@@ -151,8 +151,12 @@ def _paired(texts: Iterable[str], labels: Iterable[Any] | None) -> Iterator[tupl
 
 
 @contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Dropout would make every erased forward random: evaluate in eval mode, then restore."""
+def eval_mode(model: Any) -> Iterator[None]:
+    """Dropout would make every erased forward random: evaluate in eval mode, then restore.
+    Anything that is not an ``nn.Module`` (a plain forward function) passes through."""
+    if not isinstance(model, nn.Module):
+        yield
+        return
     was_training = model.training
     model.eval()
     try:
@@ -260,7 +264,7 @@ def _explain_group(group: list[tuple[str, Any]], start: int, *, model: nn.Module
     ids, attention = encoding["input_ids"], encoding["attention_mask"]
     group_target = golds if target == "gold" else (None if target == "predicted" else target)
     try:
-        with _eval_mode(model):
+        with eval_mode(model):
             result = explainer.attribute_words(
                 ids, baselines=baseline, target=group_target,
                 additional_forward_args=(attention,), feature_mask=mask,

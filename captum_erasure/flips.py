@@ -9,15 +9,15 @@ token (``"replace"``) or masks them in the attention (``"attention"``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from .engine import EngineStats, PerturbationEngine, Row, engine_for_call
-from .explain import (_check_text, _encode, _eval_mode, _label_name, _n_classes,
-                      check_model_and_tokenizer, max_tokens_of)
+from .explain import (_check_text, _encode, _label_name, check_model_and_tokenizer, eval_mode,
+                      max_tokens_of)
 from .scores import OUTPUT_KINDS, log_probs
 from .text import feature_ids, word_feature_mask
 
@@ -176,6 +176,19 @@ class SetEvaluator:
     returns float64 probabilities ``(rows, n_classes)``; ``rows_per_example`` counts the rows
     each example has cost so far.
     """
+
+    @classmethod
+    def for_method(cls, method: Any, input_ids: Tensor, attention_mask: Tensor,
+                   feature_mask: Tensor, pad_token_id: int,
+                   show_progress: bool) -> "SetEvaluator":
+        """The evaluator a flip method's options ask for (its forward, mode, baseline token,
+        output kind and batching)."""
+        baseline = method.baseline_token
+        return cls(method.forward_func, input_ids, attention_mask, feature_mask,
+                   mode=method.mode, baseline_id=pad_token_id if baseline is None else baseline,
+                   pad_token_id=pad_token_id, output=method.output, batch_size=method.batch_size,
+                   max_tokens=method.max_tokens, device=method.device, autocast=method.autocast,
+                   show_progress=show_progress)
 
     def __init__(self, forward_func: Callable, input_ids: Tensor, attention_mask: Tensor,
                  feature_mask: Tensor, *, mode: str = "delete", baseline_id: int = 0,
@@ -428,7 +441,7 @@ def greedy_flip(model: nn.Module, texts: str | Sequence[str], *, tokenizer: Any,
     ``EngineStats`` as ``stats`` to have this call's forward calls and rows added to it.
     """
     encoded = encode_texts(model, tokenizer, texts, max_length=max_length, truncate=truncate)
-    with _eval_mode(model):
+    with eval_mode(model):
         evaluator = SetEvaluator(
             model, encoded.input_ids, encoded.attention_mask, encoded.feature_mask, mode=mode,
             baseline_id=tokenizer.pad_token_id if baseline_token is None else baseline_token,

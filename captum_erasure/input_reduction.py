@@ -22,7 +22,6 @@ comparison is :func:`captum_erasure.flips.greedy_flip`.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -32,7 +31,7 @@ from captum.log import log_usage
 from torch import Tensor, nn
 
 from .engine import Row
-from .explain import _eval_mode, _label_name
+from .explain import eval_mode, _label_name
 from .flips import ReductionResult, SetEvaluator, encode_texts, renumber_features
 from .text import word_feature_mask
 from .word_erasure import input_embeddings
@@ -222,12 +221,7 @@ class InputReduction(PerturbationAttribution):
 
     def _evaluator(self, ids: Tensor, attention: Tensor, mask: Tensor, pad_token_id: int,
                    show_progress: bool) -> SetEvaluator:
-        return SetEvaluator(
-            self.forward_func, ids, attention, mask, mode=self.mode,
-            baseline_id=pad_token_id if self.baseline_token is None else self.baseline_token,
-            pad_token_id=pad_token_id, output=self.output, batch_size=self.batch_size,
-            max_tokens=self.max_tokens, device=self.device, autocast=self.autocast,
-            show_progress=show_progress)
+        return SetEvaluator.for_method(self, ids, attention, mask, pad_token_id, show_progress)
 
     # -- public entry points ----------------------------------------------------------------
     def reduce(self, texts: str | Sequence[str], *, tokenizer: Any,
@@ -243,7 +237,7 @@ class InputReduction(PerturbationAttribution):
         model = self.forward_func
         encoded = encode_texts(model, tokenizer, texts, max_length=max_length,
                                truncate=truncate)
-        with _eval_mode(model) if isinstance(model, nn.Module) else contextlib.nullcontext():
+        with eval_mode(model):
             evaluator = self._evaluator(encoded.input_ids, encoded.attention_mask,
                                         encoded.feature_mask, tokenizer.pad_token_id,
                                         show_progress)
@@ -312,8 +306,7 @@ class InputReduction(PerturbationAttribution):
             self.baseline_token = int(torch.as_tensor(baselines).reshape(-1)[0])
         model = self.forward_func
         try:
-            with _eval_mode(model) if isinstance(model, nn.Module) else \
-                    contextlib.nullcontext():
+            with eval_mode(model):
                 evaluator = self._evaluator(ids.cpu(), attention.cpu(), feature_mask,
                                             pad_token_id, show_progress)
                 best, original, labels = self._run(

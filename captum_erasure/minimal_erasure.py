@@ -37,7 +37,6 @@ batched pass through the shared engine; a mask already evaluated is never evalua
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 from dataclasses import dataclass
@@ -50,7 +49,7 @@ from captum.log import log_usage
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .explain import _eval_mode
+from .explain import eval_mode
 from .flips import (FlipResult, SetEvaluator, encode_texts, flip_margin, flip_targets, is_flip,
                     prune, renumber_features, verified_results)
 
@@ -244,12 +243,7 @@ class MinimalErasure(PerturbationAttribution):
 
     def _evaluator(self, ids: Tensor, attention: Tensor, mask: Tensor, pad_token_id: int,
                    show_progress: bool) -> SetEvaluator:
-        return SetEvaluator(
-            self.forward_func, ids, attention, mask, mode=self.mode,
-            baseline_id=pad_token_id if self.baseline_token is None else self.baseline_token,
-            pad_token_id=pad_token_id, output=self.output, batch_size=self.batch_size,
-            max_tokens=self.max_tokens, device=self.device, autocast=self.autocast,
-            show_progress=show_progress)
+        return SetEvaluator.for_method(self, ids, attention, mask, pad_token_id, show_progress)
 
     def _batch(self, ids: Tensor, attention: Tensor, mask: Tensor, words: Sequence | None,
                target: Any, pad_token_id: int, show_progress: bool) -> _Batch:
@@ -305,7 +299,7 @@ class MinimalErasure(PerturbationAttribution):
         steps = tqdm(total=epochs * len(batches), desc="MinimalErasure.fit", unit="step",
                      disable=not show_progress, leave=False)
         model = self.forward_func if isinstance(self.forward_func, nn.Module) else None
-        with _eval_mode(model) if model is not None else contextlib.nullcontext():
+        with eval_mode(model):
             for epoch in range(epochs):
                 order = torch.randperm(len(batches), generator=generator).tolist()
                 for index in order:
@@ -510,7 +504,7 @@ class MinimalErasure(PerturbationAttribution):
         model = self.forward_func
         encoded = encode_texts(model, tokenizer, texts, max_length=max_length,
                                truncate=truncate)
-        with _eval_mode(model) if isinstance(model, nn.Module) else contextlib.nullcontext():
+        with eval_mode(model):
             batch = self._batch(encoded.input_ids, encoded.attention_mask,
                                 encoded.feature_mask, encoded.words, target,
                                 tokenizer.pad_token_id, show_progress)
@@ -564,8 +558,7 @@ class MinimalErasure(PerturbationAttribution):
             self.baseline_token = int(torch.as_tensor(baselines).reshape(-1)[0])
         model = self.forward_func
         try:
-            with _eval_mode(model) if isinstance(model, nn.Module) else \
-                    contextlib.nullcontext():
+            with eval_mode(model):
                 batch = self._batch(ids.cpu(), attention.cpu(), feature_mask, sentence_words,
                                     target, pad_token_id, show_progress)
                 found, probs, messages = self._search(batch, max_evaluations, show_progress)

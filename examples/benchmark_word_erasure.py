@@ -134,7 +134,7 @@ def main(argv=None) -> None:
     best_fa = min(s for name, s, _, _ in results if name.startswith("Captum"))
     print(f"\n{args.n} held-out snippets, {n_rows} perturbed rows, "
           f"{torch.get_num_threads()} CPU threads\n")
-    print(f"| method | seconds | forward calls | rows | vs bare forward | vs best FeatureAblation |")
+    print("| method | seconds | forward calls | rows | vs bare forward | vs best FeatureAblation |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, seconds, calls, n in results:
         print(f"| {name} | {seconds:.1f} | {calls} | {n if n is not None else n_rows} | "

@@ -13,16 +13,17 @@ erasure components) can skip the backward pass: ``compute_gradients=False`` or
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import operator
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from lit_nlp.api import model as lit_model
 from lit_nlp.api import types as lit_types
 from torch import nn
+
+from captum_erasure.explain import eval_mode
 
 logger = logging.getLogger(__name__)
 
@@ -33,17 +34,6 @@ EMBEDDINGS_FIELD = "token_embs"
 GRADIENTS_FIELD = "token_grads"
 PREDS_FIELD = "probas"
 CLS_EMBEDDING_FIELD = "cls_emb"
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Dropout would make predictions random: predict in eval mode, then restore."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 def _labels_of(model: nn.Module, labels: Sequence[str] | None) -> list[str]:
@@ -264,7 +254,7 @@ class HFSequenceClassifier(lit_model.BatchedModel):
         # positions of the non-special tokens of every row: what LIT sees as its tokens
         kept = [[p for p, s in enumerate(flags) if not s] for flags in special]
 
-        with _eval_mode(self.model), torch.set_grad_enabled(self.compute_gradients):
+        with eval_mode(self.model), torch.set_grad_enabled(self.compute_gradients):
             embeds = self.model.get_input_embeddings()(input_ids)
             given = [ex.get(EMBEDDINGS_FIELD) if self.compute_gradients else None
                      for ex in inputs]
