@@ -21,7 +21,7 @@ count); only the reference's seconds are a clean timing.
 
 Both tables are printed as Markdown and written to ``--out`` (``tables.md``, ``results.json``).
 
-Run:  .venv/bin/python examples/compare_marginalization.py            # about 15 min, 2 cores
+Run:  .venv/bin/python examples/compare_marginalization.py            # about 13 min, 2 cores
       .venv/bin/python examples/compare_marginalization.py --quick    # a 2-minute check
 """
 
