@@ -27,7 +27,10 @@ policy's logits:
   words, the pairs among its top 6 and the triples among its top 5) plus ``samples`` masks
   sampled from it;
 - later rounds sample ``samples`` masks each, after a REINFORCE step on the per-example logit
-  offsets (Eq. 7 with the mean reward of the round's other samples as the baseline).
+  offsets (Eq. 7 with the mean reward of the round's other samples as the baseline);
+- when the budget ends without a flip, the greedy path (erase the 1, 2, ..., n words with the
+  largest probe gains, i.e. leave-one-out order) is tried in one batched pass, at most n more
+  rows, so every text the greedy baseline flips is flipped (when every word was probed).
 
 The smallest flipping set found is pruned post hoc (restore words while the flip survives;
 the last round checks that no single erased word can be restored) and verified by a final
@@ -432,8 +435,9 @@ class MinimalErasure(PerturbationAttribution):
                       not (best[b] is not None and len(best[b]) == 1)]
             bar.update(1)
         bar.close()
-        done = [b for b in range(n) if best[b] is not None]
         probs = torch.sigmoid(base + offsets)
+        self._greedy_fallback(batch, probs, seen, best, best_probs, messages)
+        done = [b for b in range(n) if best[b] is not None]
         # Restore the words the policy is least sure about first.
         order = [sorted(best[b], key=lambda f: (float(probs[b, f]), f)) for b in done]
         pruned, pruned_probs = prune(
@@ -446,8 +450,37 @@ class MinimalErasure(PerturbationAttribution):
             if best[b] is None and not messages[b]:
                 budget = self._budget(int(batch.valid[b].sum()), max_evaluations)
                 messages[b] = (f"no flipping set found within the budget of {budget} "
-                               "evaluated masks")
+                               "evaluated masks, nor on the greedy path")
         return best, best_probs, messages
+
+    def _greedy_fallback(self, batch: _Batch, probs: Tensor, seen: list[dict], best: list,
+                         best_probs: list, messages: list[str]) -> None:
+        """When the budget ran out without a flip, try the greedy baseline's path in one
+        batched pass: erase the 1, 2, ... n words with the largest single-word probe gains
+        (leave-one-out order, as ``greedy_flip``), unprobed words after them in the policy's
+        order. With every word probed, no text greedy erasure flips is left unflipped."""
+        requests = []
+        for b, found in enumerate(best):
+            if found is not None or messages[b]:
+                continue
+            n_words = int(batch.valid[b].sum())
+            label = int(batch.original[b].argmax())
+            before = float(flip_margin(batch.original[b][None], label, batch.targets[b])[0])
+            gains = {mask[0]: float(flip_margin(row[None], label, batch.targets[b])[0]) - before
+                     for mask, row in seen[b].items() if len(mask) == 1 and row is not None}
+            unprobed = [f for f in torch.argsort(-probs[b, :n_words], stable=True).tolist()
+                        if f not in gains]
+            ranked = sorted(gains, key=lambda f: (-gains[f], f)) + unprobed
+            prefixes = (tuple(sorted(ranked[:j])) for j in range(1, n_words + 1))
+            requests += [(b, mask) for mask in prefixes if mask not in seen[b]]
+        if not requests:
+            return
+        out = batch.evaluator.evaluate(requests, desc="greedy fallback")
+        for (b, mask), row in zip(requests, out):
+            label = int(batch.original[b].argmax())
+            if bool(is_flip(row[None], label, batch.targets[b])[0]) and (
+                    best[b] is None or len(mask) < len(best[b])):
+                best[b], best_probs[b] = list(mask), row
 
     def _budget(self, n_words: int, max_evaluations: int | None) -> int:
         """Masks the search may evaluate for a text: the probes plus 40 by default."""
@@ -498,8 +531,9 @@ class MinimalErasure(PerturbationAttribution):
 
         ``target=None`` flips away from the predicted class; a class index (or one per text)
         flips towards it. ``max_evaluations`` caps the masks tried per text in the search
-        (default: the probed words + 40); the representation forward, pruning and the final verification come on
-        top (all counted in ``forward_passes``).
+        (default: the probed words + 40); the representation forward, the greedy fallback
+        (at most one row per word, only when the search found no flip), pruning and the final
+        verification come on top (all counted in ``forward_passes``).
         """
         model = self.forward_func
         encoded = encode_texts(model, tokenizer, texts, max_length=max_length,

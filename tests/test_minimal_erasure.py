@@ -122,6 +122,17 @@ def test_an_input_that_cannot_be_flipped_says_so(trained, tiny_tokenizer):
     assert not result.flipped and "never flipped" in result.message
 
 
+@pytest.mark.parametrize("budget", [1, 5])   # one probe; every word probed, nothing else
+def test_greedy_path_when_the_budget_ends_without_a_flip(trained, tiny_tokenizer, budget):
+    """Four markers must all go (7.25 - 8 < 0; any three leave 0.25 + 2 - 1 > 0): the budget
+    cannot find that, the greedy fallback does, and pruning keeps exactly the four."""
+    text = "good good great great fun"
+    [result] = trained.explain(text, tokenizer=tiny_tokenizer, max_evaluations=budget)
+    assert result.flipped and result.minimal and result.message == ""
+    assert sorted(result.erased) == [0, 1, 2, 3] and result.remaining_text == "fun"
+    assert result.new_label == 0
+
+
 def test_target_class(trained, tiny_tokenizer):
     [towards] = trained.explain("the movie was bad fun", tokenizer=tiny_tokenizer, target=1)
     # score -1 - 0.5 + 0.25 < 0; erasing "bad" gives -0.75: still negative, so no flip to 1.
