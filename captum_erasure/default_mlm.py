@@ -40,8 +40,8 @@ from transformers import (AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertF
 from transformers.utils import logging as transformers_logging
 
 from .data import CORPORA, cache_dir, load_snippets, split_of
-from .default_model import (_install_dir, _linear_warmup_decay, _optimizer, _versions,
-                            base_model_path)
+from .default_model import (_install_dir, _linear_warmup_decay, _optimizer, _read_info,
+                            _versions, base_model_path)
 
 DEFAULT_MLM_DIRNAME = "minilm-l6-mlm-v1"
 INFO_FILENAME = "info.json"
@@ -363,12 +363,12 @@ def build_default_mlm(show_progress: bool = True, *, steps: int = DEFAULT_STEPS,
 def load_default_mlm(device: torch.device | str | None = None, rebuild: bool = False,
                      show_progress: bool = True) -> tuple[PreTrainedModel,
                                                           PreTrainedTokenizerBase]:
-    """The default MLM (``BertForMaskedLM``) and its tokenizer, built on first use (about 15
+    """The default MLM (``BertForMaskedLM``) and its tokenizer, built on first use (about 20
     minutes on 2 CPU cores), in eval mode on ``device`` (default CPU)."""
     target = default_mlm_dir()
     if rebuild or not (target / INFO_FILENAME).is_file():
         print(f"captum-erasure: building the default masked language model once into {target} "
-              "(trains an MLM head on MiniLM-L6, ~15 minutes on 2 CPU cores).", file=sys.stderr)
+              "(trains an MLM head on MiniLM-L6, ~20 minutes on 2 CPU cores).", file=sys.stderr)
         model, tokenizer, _ = build_default_mlm(show_progress=show_progress)
     else:
         tokenizer = AutoTokenizer.from_pretrained(target)
@@ -381,7 +381,4 @@ def load_default_mlm(device: torch.device | str | None = None, rebuild: bool = F
 
 def default_mlm_info() -> dict[str, Any]:
     """Contents of the cached MLM's ``info.json`` (FileNotFoundError if not built yet)."""
-    path = default_mlm_dir() / INFO_FILENAME
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; call load_default_mlm() to build it.")
-    return json.loads(path.read_text())
+    return _read_info(default_mlm_dir(), "load_default_mlm")

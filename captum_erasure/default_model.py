@@ -326,9 +326,14 @@ def load_default_model(
     return model, tokenizer
 
 
+def _read_info(folder: Path, loader: str) -> dict[str, Any]:
+    """A cached build's ``info.json``; FileNotFoundError naming the loader that builds it."""
+    path = folder / INFO_FILENAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; call {loader}() to build it.")
+    return json.loads(path.read_text())
+
+
 def default_model_info() -> dict[str, Any]:
     """Contents of the cached model's ``info.json`` (FileNotFoundError if not built yet)."""
-    path = default_model_dir() / INFO_FILENAME
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; call load_default_model() to build it.")
-    return json.loads(path.read_text())
+    return _read_info(default_model_dir(), "load_default_model")

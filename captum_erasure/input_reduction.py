@@ -30,9 +30,10 @@ from captum.attr import PerturbationAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from .engine import Row
+from .engine import Row, output_logits
 from .explain import eval_mode, _label_name
 from .flips import ReductionResult, SetEvaluator, encode_texts, renumber_features
+from .scores import log_probs
 from .text import word_feature_mask
 from .word_erasure import input_embeddings
 
@@ -198,10 +199,7 @@ class InputReduction(PerturbationAttribution):
             try:
                 with torch.enable_grad():
                     out = self.forward_func(ids.to(device), attention.to(device))
-                    logits = out if isinstance(out, Tensor) else out.logits
-                    logp = logits.double().log_softmax(-1) if self.output == "logits" else (
-                        logits.double().clamp_min(1e-300).log() if self.output == "probs"
-                        else logits.double())
+                    logp = log_probs(output_logits(out), self.output)
                     picked = torch.tensor(labels[start:start + len(part)], device=logp.device)
                     nll = -logp.gather(1, picked[:, None]).sum()
                     (grad,) = torch.autograd.grad(nll, captured[0])

@@ -72,3 +72,20 @@ def make_tiny_model():
 @pytest.fixture(scope="session")
 def tiny_model() -> BertForSequenceClassification:
     return build_tiny_model()
+
+
+def eq1_under_hook(model, module, hook, args, target):
+    """Reference Eq. 1 per example: ``model(*args)`` with and without ``hook`` on ``module``'s
+    forward, computed by hand (no engine), for checking the unit erasures."""
+    def logits_of(output):
+        return output if isinstance(output, torch.Tensor) else output.logits
+
+    with torch.no_grad():
+        full = torch.log_softmax(logits_of(model(*args)).double(), -1)
+        handle = module.register_forward_hook(hook)
+        try:
+            erased = torch.log_softmax(logits_of(model(*args)).double(), -1)
+        finally:
+            handle.remove()
+    rows = torch.arange(full.shape[0])
+    return (full[rows, target] - erased[rows, target]) / -full[rows, target]

@@ -13,6 +13,7 @@ from captum_erasure.dimension_erasure import EmbeddingDimensionErasure
 from captum_erasure.hidden_erasure import DatasetImportance
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from conftest import eq1_under_hook  # noqa: E402
 TIGHT = dict(rtol=1e-5, atol=1e-6)
 
 
@@ -23,19 +24,7 @@ def eq1_with_hook(model, module, args, dim, target):
         output[..., dim] = 0.0
         return output
 
-    with torch.no_grad():
-        full = torch.log_softmax(logits_of(model(*args)).double(), -1)
-        handle = module.register_forward_hook(zero_dim)
-        try:
-            erased = torch.log_softmax(logits_of(model(*args)).double(), -1)
-        finally:
-            handle.remove()
-    rows = torch.arange(full.shape[0])
-    return (full[rows, target] - erased[rows, target]) / -full[rows, target]
-
-
-def logits_of(output):
-    return output if isinstance(output, torch.Tensor) else output.logits
+    return eq1_under_hook(model, module, zero_dim, args, target)
 
 
 class MeanPoolMLP(nn.Module):

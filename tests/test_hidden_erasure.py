@@ -12,6 +12,7 @@ from transformers import BertConfig, BertForSequenceClassification
 from captum_erasure.hidden_erasure import DatasetImportance, HiddenUnitErasure
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from conftest import eq1_under_hook  # noqa: E402
 TIGHT = dict(rtol=1e-5, atol=1e-6)
 
 
@@ -30,19 +31,7 @@ def manual_eq1(model, module, args, unit, target, also_final_state=False):
             state = (h, state[1]) if isinstance(state, tuple) else h
         return (act, state, *output[2:])
 
-    with torch.no_grad():
-        full = torch.log_softmax(logits_of(model(*args)).double(), -1)
-        handle = module.register_forward_hook(hook)
-        try:
-            erased = torch.log_softmax(logits_of(model(*args)).double(), -1)
-        finally:
-            handle.remove()
-    rows = torch.arange(full.shape[0])
-    return (full[rows, target] - erased[rows, target]) / -full[rows, target]
-
-
-def logits_of(output):
-    return output if isinstance(output, torch.Tensor) else output.logits
+    return eq1_under_hook(model, module, hook, args, target)
 
 
 def manual_all_units(model, module, args, n_units, target):
