@@ -19,7 +19,7 @@ from .engine import EngineStats, PerturbationEngine, Row, engine_for_call
 from .explain import (_check_text, _encode, _label_name, check_model_and_tokenizer, eval_mode,
                       max_tokens_of)
 from .scores import OUTPUT_KINDS, log_probs
-from .text import feature_ids, word_feature_mask
+from .text import NOT_A_FEATURE, feature_ids, word_feature_mask
 
 SET_MODES = ("delete", "replace", "attention")
 
@@ -122,10 +122,20 @@ class EncodedTexts:
         return "".join(parts)
 
 
+UNITS = ("words", "whitespace")
+
+
 def encode_texts(model: nn.Module, tokenizer: Any, texts: str | Sequence[str], *,
-                 max_length: int | None = None, truncate: bool = False) -> EncodedTexts:
-    """Tokenize ``texts`` (a string is one text) and find their words; bad input raises
-    ``ValueError`` (empty text, too long, slow tokenizer, vocabulary mismatch)."""
+                 max_length: int | None = None, truncate: bool = False,
+                 units: str = "words") -> EncodedTexts:
+    """Tokenize ``texts`` (a string is one text) and find their erasable units; bad input
+    raises ``ValueError`` (empty text, too long, slow tokenizer, vocabulary mismatch).
+
+    ``units="words"``: the tokenizer's words (punctuation is a word of its own);
+    ``"whitespace"``: whitespace-separated tokens ("fresh," is one unit), as LIT's
+    AblationFlip and LIME split text."""
+    if units not in UNITS:
+        raise ValueError(f"units must be one of {UNITS}, got {units!r}")
     check_model_and_tokenizer(model, tokenizer)
     if isinstance(texts, str):
         texts = [texts]
@@ -146,10 +156,29 @@ def encode_texts(model: nn.Module, tokenizer: Any, texts: str | Sequence[str], *
         for feature in features:
             span = encoding.word_to_chars(row, feature)
             row_spans.append((span.start, span.end))
+        if units == "whitespace":
+            row_spans = _whitespace_units(text, row_spans, mask[row])
         spans.append(row_spans)
         words.append([text[s:e] for s, e in row_spans])
     return EncodedTexts(texts, encoding["input_ids"], encoding["attention_mask"], mask, words,
                         spans)
+
+
+def _whitespace_units(text: str, spans: list[tuple[int, int]],
+                      mask_row: Tensor) -> list[tuple[int, int]]:
+    """Merge the words of each whitespace token into one unit: renumbers ``mask_row`` in
+    place and returns the units' character spans."""
+    unit_of, units, previous_end = [], [], None
+    for start, end in spans:
+        if previous_end is None or text[previous_end:start] != "":
+            units.append((start, end))   # whitespace (or a gap) before it: a new unit
+        else:
+            units[-1] = (units[-1][0], end)
+        unit_of.append(len(units) - 1)
+        previous_end = end
+    lookup = torch.tensor(unit_of + [NOT_A_FEATURE])  # index -1 maps to NOT_A_FEATURE
+    mask_row.copy_(lookup[mask_row])
+    return units
 
 
 def renumber_features(feature_mask: Tensor, shape: torch.Size) -> Tensor:
@@ -333,7 +362,8 @@ def prune(evaluator: SetEvaluator, examples: Sequence[int], sets: Sequence[list[
        batched row per still-pruning example per step): a word stays restored when the flip
        survives without it.
     2. Check minimality: every single restoration of the pruned set in one batched pass; if
-       one keeps the flip, restore the strongest such word and check again.
+       several keep the flip, try restoring all of them at once (one row), else restore the
+       one that keeps the strongest flip, and check again.
 
     Returns the pruned sets and their probabilities. Cost: about |D| + |D_pruned| rows."""
     sets = [list(s) for s in sets]
@@ -360,16 +390,28 @@ def prune(evaluator: SetEvaluator, examples: Sequence[int], sets: Sequence[list[
                 requests.append((examples[i], [f for f in sets[i] if f != restored]))
                 owners.append((i, restored))
         out = evaluator.evaluate(requests, desc="minimality check")
-        best: dict[int, tuple[float, int, Tensor]] = {}
+        restorable: dict[int, list[tuple[float, int, Tensor]]] = {}
         for row, (i, restored) in zip(out, owners):
             if bool(is_flip(row[None], original_labels[i], targets[i])[0]):
                 margin = float(flip_margin(row[None], original_labels[i], targets[i])[0])
-                if i not in best or margin > best[i][0]:
-                    best[i] = (margin, restored, row)
-        for i, (_, restored, row) in best.items():
+                restorable.setdefault(i, []).append((margin, restored, row))
+        # Several words restorable: try restoring them all at once (one row) before
+        # restoring only the one that keeps the strongest flip.
+        joint = [i for i, found in restorable.items()
+                 if len(found) > 1 and len(found) < len(sets[i])]
+        out = evaluator.evaluate(
+            [(examples[i], [f for f in sets[i] if f not in {r for _, r, _ in restorable[i]}])
+             for i in joint], desc="minimality check")
+        for row, i in zip(out, joint):
+            if bool(is_flip(row[None], original_labels[i], targets[i])[0]):
+                gone = {r for _, r, _ in restorable.pop(i)}
+                sets[i] = [f for f in sets[i] if f not in gone]
+                probs[i] = row
+        for i, found in restorable.items():
+            _, restored, row = max(found, key=lambda t: t[0])
             sets[i] = [f for f in sets[i] if f != restored]
             probs[i] = row
-        checking = [i for i in best if len(sets[i]) > 1]
+        checking = [i for i in set(restorable) | set(joint) if len(sets[i]) > 1]
     return sets, probs
 
 
@@ -427,9 +469,9 @@ def greedy_flip(model: nn.Module, texts: str | Sequence[str], *, tokenizer: Any,
                 target: Any = None, mode: str = "delete", baseline_token: int | None = None,
                 max_erasures: int | None = None, prune_result: bool = False,
                 output: str = "logits", max_length: int | None = None, truncate: bool = False,
-                batch_size: int | None = None, device: torch.device | str | None = None,
-                show_progress: bool = False, stats: EngineStats | None = None,
-                ) -> list[FlipResult]:
+                units: str = "words", batch_size: int | None = None,
+                device: torch.device | str | None = None, show_progress: bool = False,
+                stats: EngineStats | None = None) -> list[FlipResult]:
     """Baseline: erase the most important words, in leave-one-out order, until the label flips.
 
     Importance is leave-one-out erasure (our WordErasure with the same ``mode``): the drop of
@@ -439,8 +481,10 @@ def greedy_flip(model: nn.Module, texts: str | Sequence[str], *, tokenizer: Any,
     step, one verification row. ``prune_result=True`` also applies the post-hoc pruning of
     :class:`~captum_erasure.MinimalErasure` (off by default: the plain baseline). Pass an
     ``EngineStats`` as ``stats`` to have this call's forward calls and rows added to it.
+    ``units``: ``"words"`` or ``"whitespace"`` tokens (see :func:`encode_texts`).
     """
-    encoded = encode_texts(model, tokenizer, texts, max_length=max_length, truncate=truncate)
+    encoded = encode_texts(model, tokenizer, texts, max_length=max_length, truncate=truncate,
+                           units=units)
     with eval_mode(model):
         evaluator = SetEvaluator(
             model, encoded.input_ids, encoded.attention_mask, encoded.feature_mask, mode=mode,

@@ -18,24 +18,31 @@ alone drives the policy to erase nearly everything (the flip rate grows faster w
 1/|D| falls, and Eq. 4 does not penalise one long erasure).
 
 ``fit`` trains the policy once over a corpus (amortised). ``explain``/``attribute`` then search
-per example, within ``max_evaluations`` masks (default: the probes + 40), refining the
-policy's logits:
+per example within a budget of ``max_evaluations`` predictions per text (default 75, counting
+the original, the representation, the search, pruning and the verification):
 
-- round 0 probes the policy's top ``probes`` words one at a time (a single-word flip ends the
-  search) and moves each probed word's logit by how much its erasure moved the flip margin;
-- round 1 tries the refined policy's most likely masks (its top-1, 2, 3, 4, 6, 8, 12, ...
-  words, the pairs among its top 6 and the triples among its top 5) plus ``samples`` masks
-  sampled from it;
-- later rounds sample ``samples`` masks each, after a REINFORCE step on the per-example logit
-  offsets (Eq. 7 with the mean reward of the round's other samples as the baseline);
-- when the budget ends without a flip, the greedy path (erase the 1, 2, ..., n words with the
-  largest probe gains, i.e. leave-one-out order) is tried in one batched pass, at most n more
-  rows, so every text the greedy baseline flips is flipped (when every word was probed).
+- round 0 erases the policy's top ``probes`` words one at a time (every word of a text of up
+  to 40 words: leave-one-out); a single-word flip ends the search;
+- later rounds refine a per-example model of the flip margin in log-odds: margin(D) ~
+  margin(e) + sum of per-word effects, a ridge fit around the leave-one-out effects of every
+  mask evaluated so far (:class:`TextSearch`). Each round evaluates the ``per_round`` unseen
+  masks with the largest expected shrinkage of the answer, P(flip) * (|best| - |D|), over all
+  subsets of up to 7 of the ``candidates`` most promising words (larger sizes: the top-k
+  prefix); once a flip is found, only smaller sets, its own subsets first;
+- when the budget ends without a flip, the greedy path (erase the top 1, 2, ... words by
+  leave-one-out effect) is tried: eight evenly spaced prefix sizes, bisection below the
+  smallest that flips and, only if none flips, every prefix, so every text the greedy baseline
+  flips is flipped (when every word was probed). This is the one step that may exceed the
+  budget.
 
-The smallest flipping set found is pruned post hoc (restore words while the flip survives;
-the last round checks that no single erased word can be restored) and verified by a final
-forward pass on the remaining text. All masks of all examples of a round are evaluated in one
-batched pass through the shared engine; a mask already evaluated is never evaluated again.
+The learned policy decides which words are probed when a text has more words than
+``probes`` and breaks ties. The per-example model replaced explain-time REINFORCE steps on
+sampled masks: on 200 held-out snippets it needs far fewer predictions for the same or smaller
+sets (README). The smallest flipping set found is pruned post hoc (restore words while the
+flip survives; the last round checks that no single erased word can be restored) and verified
+by a final forward pass on the remaining text. All masks of all examples of a round are
+evaluated in one batched pass through the shared engine; a mask already evaluated is never
+evaluated again.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Callable, Iterable, Sequence
 
 import pandas as pd
@@ -53,7 +61,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .explain import eval_mode
-from .flips import (FlipResult, SetEvaluator, encode_texts, flip_margin, flip_targets, is_flip,
+from .flips import (FlipResult, SetEvaluator, encode_texts, flip_targets, is_flip,
                     prune, renumber_features, verified_results)
 
 SENTENCE_END = {".", "!", "?", "...", ";"}
@@ -153,6 +161,139 @@ def sparsity_kl(probs: Tensor, valid: Tensor, prior: float) -> Tensor:
     return (kl * valid).sum() / valid.sum().clamp_min(1)
 
 
+# -- explain-time search state ------------------------------------------------------------------
+def log_odds_margin(probs: Tensor, original_label: int, target: int | None) -> Tensor:
+    """How far each row is from flipping, in log-odds: log P(original) - max log P(other)
+    (with a target: max log P(non-target) - log P(target)). Negative = flipped."""
+    logp = probs.double().clamp_min(1e-300).log()
+    keep = original_label if target is None else target
+    others = logp.clone()
+    others[:, keep] = -math.inf
+    rival = others.max(1).values
+    return logp[:, keep] - rival if target is None else rival - logp[:, keep]
+
+
+@lru_cache(maxsize=None)
+def _combinations(m: int, k: int) -> Tensor:
+    return torch.tensor(list(itertools.combinations(range(m), k)), dtype=torch.long)
+
+
+class TextSearch:
+    """One text's explain-time search: the log-odds margin of every mask evaluated, an
+    additive model of it (margin(D) ~ margin(e) + sum of per-word effects; ridge fit around
+    the leave-one-out effects, refitted after every round) and the smallest flipping set.
+
+    ``proposals`` ranks unseen masks of each size k below the best flip's size K by
+    P(flip) * (K - k), with P(flip) = Phi(-predicted margin / (noise * sqrt(k))): the expected
+    shrinkage of the answer. All sizes-k subsets of the ``candidates`` words with the most
+    negative effects are scored (k <= 7), larger sizes by the top-k prefix only. The subsets
+    of the best flip come first (they are the pruning checks)."""
+
+    MAX_ENUMERATED = 7
+
+    def __init__(self, original: Tensor, label: int, target: int | None,
+                 policy_order: list[int], *, ridge: float, noise: float, candidates: int):
+        self.label, self.target, self.policy_order = label, target, policy_order
+        self.n_words = len(policy_order)
+        self.ridge, self.noise, self.candidates = ridge, noise, candidates
+        self.base = float(log_odds_margin(original[None], label, target)[0])
+        self.margins: dict[tuple, float] = {}
+        self.flipped: dict[tuple, bool] = {}
+        self.best: tuple | None = None
+        self.best_probs: Tensor | None = None
+
+    def record(self, mask: Sequence[int], probs: Tensor) -> None:
+        mask = tuple(sorted(mask))
+        margin = float(log_odds_margin(probs[None], self.label, self.target)[0])
+        self.margins[mask] = margin
+        self.flipped[mask] = bool(is_flip(probs[None], self.label, self.target)[0])
+        if self.flipped[mask] and (self.best is None or (len(mask), margin) <
+                                   (len(self.best), self.margins[self.best])):
+            self.best, self.best_probs = mask, probs
+
+    def known(self, mask: tuple) -> bool:
+        return mask in self.margins
+
+    def flips(self, mask: tuple) -> bool:
+        return self.flipped.get(mask, False)
+
+    def single_effects(self) -> Tensor:
+        """Leave-one-out effect of each probed word on the margin (0 for the others)."""
+        effects = torch.zeros(self.n_words, dtype=torch.float64)
+        for mask, margin in self.margins.items():
+            if len(mask) == 1:
+                effects[mask[0]] = margin - self.base
+        return effects
+
+    def effects(self) -> Tensor:
+        """Per-word effects of the additive model: ridge regression of the evaluated masks'
+        margins, shrunk towards the leave-one-out effects."""
+        prior = self.single_effects()
+        masks = [m for m in self.margins if m]
+        if not masks:
+            return prior
+        x = torch.zeros(len(masks), self.n_words, dtype=torch.float64)
+        for i, mask in enumerate(masks):
+            x[i, list(mask)] = 1.0
+        y = torch.tensor([self.margins[m] - self.base for m in masks], dtype=torch.float64)
+        gram = x.T @ x + self.ridge * torch.eye(self.n_words, dtype=torch.float64)
+        return prior + torch.linalg.solve(gram, x.T @ (y - x @ prior))
+
+    def ranked_words(self, effects: Tensor) -> list[int]:
+        """Most flip-promoting first (most negative effect); ties in the policy's order."""
+        rank = {f: i for i, f in enumerate(self.policy_order)}
+        return sorted(range(self.n_words), key=lambda f: (float(effects[f]), rank[f]))
+
+    def proposals(self, width: int) -> list[tuple]:
+        if width <= 0:
+            return []
+        chosen = [] if self.best is None or len(self.best) > width else \
+            [s for s in (tuple(f for f in self.best if f != r) for r in self.best)
+             if s and s not in self.margins]
+        limit = self.n_words + 1 if self.best is None else len(self.best)
+        effects = self.effects()
+        ranked = self.ranked_words(effects)
+        m = min(self.n_words, self.candidates)
+        top = torch.tensor(ranked[:m])
+        masks, values = [], []
+        for k in range(1, limit):
+            index = top[_combinations(m, k)] if k <= min(m, self.MAX_ENUMERATED) else \
+                torch.tensor([ranked[:k]])
+            predicted = self.base + effects[index].sum(1)
+            p_flip = torch.special.ndtr(-predicted / (self.noise * math.sqrt(k)))
+            masks.append(index)
+            values.append(p_flip * (limit - k))
+        if masks:
+            for i in torch.argsort(torch.cat(values), descending=True, stable=True).tolist():
+                if len(chosen) >= width:
+                    break
+                mask = tuple(sorted(_row(masks, i)))
+                if mask not in self.margins and mask not in chosen:
+                    chosen.append(mask)
+        return chosen[:max(width, 0)]
+
+    def restore_order(self, erased: Sequence[int]) -> list[int]:
+        """Pruning tries the least flip-promoting erased words first."""
+        return [f for f in self.ranked_words(self.effects())[::-1] if f in erased]
+
+    def greedy_path(self) -> list[int]:
+        """The greedy baseline's order: probed words by leave-one-out effect, then the others
+        in the policy's order."""
+        effects = self.single_effects()
+        probed = [m[0] for m in self.margins if len(m) == 1]
+        rest = [f for f in self.policy_order if f not in probed]
+        return sorted(probed, key=lambda f: (float(effects[f]), f)) + rest
+
+
+def _row(blocks: list[Tensor], index: int) -> list[int]:
+    """Row ``index`` of the concatenation of ``blocks`` (of different widths)."""
+    for block in blocks:
+        if index < len(block):
+            return block[index].tolist()
+        index -= len(block)
+    raise IndexError(index)
+
+
 @dataclass
 class _Batch:
     """What the search needs about a batch of examples."""
@@ -176,33 +317,40 @@ class MinimalErasure(PerturbationAttribution):
             (batch, seq, dim)`` of token vectors (pooled per word); default: the classifier's
             last hidden states (:class:`HiddenStates`).
         gamma: weight of the contiguity regulariser (Eq. 4).
-        samples: masks sampled per example per step (training and explain-time refinement).
-        rounds: explain-time search rounds (each one batched evaluation for all unfinished
-            examples; see the module docstring).
-        probes: words probed one at a time in round 0; ``probe_weight`` scales their effect.
+        samples: masks sampled per example per step of ``fit``.
+        max_evaluations: predictions per text the explain-time search stays within (see the
+            module docstring); ``explain``/``attribute`` can override it per call.
+        probes: words erased one at a time first, in the policy's order.
+        per_round, candidates, ridge, noise: masks evaluated per text per round; words whose
+            subsets are enumerated; ridge weight and log-odds noise of the per-example model.
         prior, prior_weight: the sparse Bernoulli prior of the policy and the weight of its
             KL term during ``fit``.
-        refine_lr: step size of the per-example refinement of the policy's logits.
         mode: how a word is erased: ``"delete"`` (default), ``"replace"`` or ``"attention"``.
         seed: seeds the policy's initial weights and every sampling call (reproducible).
     """
 
     def __init__(self, forward_func: Callable, representation: Callable | None = None, *,
-                 gamma: float = 0.002, samples: int = 10, rounds: int = 4,
-                 probes: int = 32, probe_weight: float = 8.0,
-                 refine_lr: float = 1.0, hidden: int = 64, learning_rate: float = 1e-3,
+                 gamma: float = 0.002, samples: int = 10, max_evaluations: int = 75,
+                 probes: int = 40, per_round: int = 8, candidates: int = 12,
+                 ridge: float = 0.3, noise: float = 0.5, hidden: int = 64,
+                 learning_rate: float = 1e-3,
                  prior: float = 0.1, prior_weight: float = 0.05,
                  mode: str = "delete", baseline_token: int | None = None,
                  output: str = "logits", batch_size: int | None = None,
                  max_tokens: int | None = None, device: torch.device | str | None = None,
                  autocast: bool | torch.dtype = False, seed: int = 0) -> None:
         super().__init__(forward_func)
-        if samples < 1 or rounds < 1:
-            raise ValueError("samples and rounds must be >= 1")
+        if min(samples, max_evaluations, per_round, candidates) < 1 or probes < 0:
+            raise ValueError("samples, max_evaluations, per_round and candidates must be >= 1 "
+                             "and probes >= 0")
+        if ridge <= 0 or noise <= 0:
+            raise ValueError("ridge and noise must be > 0")
         if gamma < 0:
             raise ValueError(f"gamma must be >= 0, got {gamma}")
         self.representation = representation
-        self.gamma, self.samples, self.rounds, self.refine_lr = gamma, samples, rounds, refine_lr
+        self.gamma, self.samples, self.max_evaluations = gamma, samples, max_evaluations
+        self.per_round, self.candidates, self.ridge, self.noise = (per_round, candidates, ridge,
+                                                                   noise)
         self.hidden, self.learning_rate, self.mode = hidden, learning_rate, mode
         self.baseline_token, self.output = baseline_token, output
         self.batch_size, self.max_tokens, self.device, self.autocast = (
@@ -210,7 +358,8 @@ class MinimalErasure(PerturbationAttribution):
         if not 0 < prior < 1 or prior_weight < 0:
             raise ValueError("prior must be in (0, 1) and prior_weight >= 0")
         self.prior, self.prior_weight = prior, prior_weight
-        self.probes, self.probe_weight = probes, probe_weight
+        self.probes = probes
+        self.reserve = 4  # rows kept for pruning a first flip found in the last round
         self.seed = seed
         self.policy: ErasurePolicy | None = None
         self.baseline: RewardBaseline | None = None
@@ -261,6 +410,7 @@ class MinimalErasure(PerturbationAttribution):
         with torch.no_grad():
             states = self._representation()(ids.to(device), attention.to(device))
         evaluator.stats.forward_passes += 1
+        evaluator.stats.rows += len(ids)
         for b in range(len(ids)):  # the representation forward is one classifier row too
             evaluator.rows_per_example[b] += 1
         reps = word_representations(states.detach(), mask.to(device), n_words)
@@ -356,188 +506,127 @@ class MinimalErasure(PerturbationAttribution):
     # -- explain-time search --------------------------------------------------------------------
     def _search(self, batch: _Batch, max_evaluations: int | None,
                 show_progress: bool) -> tuple[list, list, list]:
-        """Refine per example, keep the smallest flipping set, prune it. Returns per example:
-        the set (feature ids) or None, its probabilities, and a message."""
+        """Probe, then model-guided rounds, then (only without a flip) the greedy path; the
+        best set is pruned. Returns per example: the set (feature ids) or None, its
+        probabilities, and a message."""
         evaluator, n = batch.evaluator, len(batch.original)
-        generator = torch.Generator().manual_seed(self.seed)
+        budget = self.max_evaluations if max_evaluations is None else max_evaluations
+        if budget < 1:
+            raise ValueError(f"max_evaluations must be >= 1, got {budget}")
         with torch.no_grad():
-            base = self.policy(batch.words, batch.valid)
-        offsets = torch.zeros_like(base)
-        spent = [0] * n
-        seen: list[dict] = [dict() for _ in range(n)]
-        best: list = [None] * n
-        best_probs: list = [None] * n
+            logits = self.policy(batch.words, batch.valid)
+        texts: list[TextSearch | None] = [None] * n
         messages = [""] * n
-        active = []
         for b in range(n):
-            label = int(batch.original[b].argmax())
-            if batch.targets[b] is not None and label == batch.targets[b]:
-                messages[b] = f"the text is already predicted as the target class " \
-                              f"{batch.targets[b]}"
-            else:
-                active.append(b)
-        bar = tqdm(total=self.rounds, desc="MinimalErasure", unit="round",
-                   disable=not show_progress, leave=False)
-        for round_index in range(self.rounds):
-            if not active:
+            label, target = int(batch.original[b].argmax()), batch.targets[b]
+            if target is not None and label == target:
+                messages[b] = f"the text is already predicted as the target class {target}"
+                continue
+            n_words = int(batch.valid[b].sum())
+            texts[b] = TextSearch(batch.original[b], label, target,
+                                  torch.argsort(-logits[b, :n_words], stable=True).tolist(),
+                                  ridge=self.ridge, noise=self.noise,
+                                  candidates=self.candidates)
+        live = [b for b in range(n) if texts[b] is not None]
+        # Round 0: the policy's top words, one at a time (leave-one-out for short texts).
+        requests = []
+        for b in live:
+            room = budget - evaluator.rows_per_example[b] - 1
+            requests += [(b, (f,)) for f in texts[b].policy_order[:max(0, min(self.probes,
+                                                                                 room))]]
+        bar = tqdm(desc="MinimalErasure", unit="round", disable=not show_progress, leave=False)
+        self._record(evaluator, texts, requests, "probes")
+        bar.update(1)
+        while True:  # model-guided rounds, all texts' proposals in one batched evaluation
+            requests = []
+            for b in live:
+                search = texts[b]
+                if search.best is not None and len(search.best) == 1:
+                    continue
+                # Keep rows for the verification and for pruning the best set: its subsets
+                # (small sets) or restoring words one by one and the minimality check.
+                size = len(search.best) if search.best is not None else self.reserve
+                reserve = 1 + (size if size <= self.per_round else 2 * size)
+                room = budget - evaluator.rows_per_example[b] - reserve
+                requests += [(b, mask) for mask in search.proposals(min(self.per_round, room))]
+            if not requests:
                 break
-            probs = torch.sigmoid(base + offsets)
-            proposals: dict[int, list[tuple]] = {}
-            for b in active:
-                n_words = int(batch.valid[b].sum())
-                budget = self._budget(n_words, max_evaluations)
-                room = budget - spent[b]
-                candidates: list[tuple] = []
-                ranked = torch.argsort(-probs[b, :n_words], stable=True).tolist()
-                sampled = []
-                if round_index == 0:  # probe the policy's top words one by one
-                    candidates = [(f,) for f in ranked[:self.probes]]
-                else:
-                    if round_index == 1:  # the refined policy's most likely masks
-                        candidates = [tuple(sorted(ranked[:j])) for j in _prefix_sizes(n_words)]
-                        candidates += [tuple(sorted(pair))
-                                       for pair in itertools.combinations(ranked[:6], 2)]
-                        candidates += [tuple(sorted(triple))
-                                       for triple in itertools.combinations(ranked[:5], 3)]
-                    draws = torch.bernoulli(
-                        probs[b, :n_words].expand(self.samples, -1).contiguous(),
-                        generator=generator)
-                    sampled = [tuple(d.nonzero().flatten().tolist()) for d in draws]
-                proposals[b] = sampled
-                for mask in candidates + sampled:
-                    if mask and mask not in seen[b] and room > 0:
-                        if best[b] is not None and len(mask) >= len(best[b]):
-                            continue  # cannot beat the best set found
-                        seen[b][mask] = None
-                        room -= 1
-                spent[b] = budget - room
-            requests = [(b, mask) for b in active for mask, v in seen[b].items() if v is None]
-            out = evaluator.evaluate(requests, desc="erasure masks")
-            for (b, mask), row in zip(requests, out):
-                seen[b][mask] = row
-            for b in active:
-                label = int(batch.original[b].argmax())
-                for mask, row in seen[b].items():
-                    if row is None or not bool(is_flip(row[None], label, batch.targets[b])[0]):
-                        continue
-                    better = best[b] is None or len(mask) < len(best[b]) or (
-                        len(mask) == len(best[b]) and
-                        float(flip_margin(row[None], label, batch.targets[b])[0]) >
-                        float(flip_margin(best_probs[b][None], label, batch.targets[b])[0]))
-                    if better:
-                        best[b], best_probs[b] = list(mask), row
-            if round_index == 0:
-                self._use_probes(batch, offsets, seen, active)
-            else:
-                self._refine(batch, offsets, base, proposals, seen)
-            active = [b for b in active
-                      if spent[b] < self._budget(int(batch.valid[b].sum()), max_evaluations) and
-                      not (best[b] is not None and len(best[b]) == 1)]
+            self._record(evaluator, texts, requests, "erasure masks")
             bar.update(1)
         bar.close()
-        probs = torch.sigmoid(base + offsets)
-        self._greedy_fallback(batch, probs, seen, best, best_probs, messages)
-        done = [b for b in range(n) if best[b] is not None]
-        # Restore the words the policy is least sure about first.
-        order = [sorted(best[b], key=lambda f: (float(probs[b, f]), f)) for b in done]
+        self._greedy_fallback(evaluator, texts, live)
+        done = [b for b in live if texts[b].best is not None]
         pruned, pruned_probs = prune(
-            evaluator, done, [best[b] for b in done],
-            [int(batch.original[b].argmax()) for b in done], [batch.targets[b] for b in done],
-            [best_probs[b] for b in done], order)
+            evaluator, done, [list(texts[b].best) for b in done],
+            [texts[b].label for b in done], [texts[b].target for b in done],
+            [texts[b].best_probs for b in done],
+            [texts[b].restore_order(texts[b].best) for b in done])
+        found: list = [None] * n
+        probs: list = [None] * n
         for b, erased, row in zip(done, pruned, pruned_probs):
-            best[b], best_probs[b] = erased, row
-        for b in range(n):
-            if best[b] is None and not messages[b]:
-                budget = self._budget(int(batch.valid[b].sum()), max_evaluations)
+            found[b], probs[b] = erased, row
+        for b in live:
+            if found[b] is None:
                 messages[b] = (f"no flipping set found within the budget of {budget} "
-                               "evaluated masks, nor on the greedy path")
-        return best, best_probs, messages
+                               "predictions, nor on the greedy path")
+        return found, probs, messages
 
-    def _greedy_fallback(self, batch: _Batch, probs: Tensor, seen: list[dict], best: list,
-                         best_probs: list, messages: list[str]) -> None:
-        """When the budget ran out without a flip, try the greedy baseline's path in one
-        batched pass: erase the 1, 2, ... n words with the largest single-word probe gains
-        (leave-one-out order, as ``greedy_flip``), unprobed words after them in the policy's
-        order. With every word probed, no text greedy erasure flips is left unflipped."""
+    @staticmethod
+    def _record(evaluator: SetEvaluator, texts: list, requests: list, desc: str) -> None:
+        if requests:
+            out = evaluator.evaluate(requests, desc=desc)
+            for (b, mask), row in zip(requests, out):
+                texts[b].record(mask, row)
+
+    def _greedy_fallback(self, evaluator: SetEvaluator, texts: list, live: list[int]) -> None:
+        """Texts without a flip after the search: the greedy baseline's path (erase the top
+        1, 2, ... words by leave-one-out gain). Eight evenly spaced prefix sizes first, then
+        bisection below the smallest that flips; only when none of them flips, every
+        remaining prefix, so every text greedy erasure flips is flipped (all words probed)."""
+        paths = {b: texts[b].greedy_path() for b in live if texts[b].best is None}
+        low = {b: 0 for b in paths}            # largest prefix size known not to flip
+        high: dict[int, int] = {}              # smallest prefix size known to flip
         requests = []
-        for b, found in enumerate(best):
-            if found is not None or messages[b]:
-                continue
-            n_words = int(batch.valid[b].sum())
-            label = int(batch.original[b].argmax())
-            before = float(flip_margin(batch.original[b][None], label, batch.targets[b])[0])
-            gains = {mask[0]: float(flip_margin(row[None], label, batch.targets[b])[0]) - before
-                     for mask, row in seen[b].items() if len(mask) == 1 and row is not None}
-            unprobed = [f for f in torch.argsort(-probs[b, :n_words], stable=True).tolist()
-                        if f not in gains]
-            ranked = sorted(gains, key=lambda f: (-gains[f], f)) + unprobed
-            prefixes = (tuple(sorted(ranked[:j])) for j in range(1, n_words + 1))
-            requests += [(b, mask) for mask in prefixes if mask not in seen[b]]
-        if not requests:
-            return
-        out = batch.evaluator.evaluate(requests, desc="greedy fallback")
-        for (b, mask), row in zip(requests, out):
-            label = int(batch.original[b].argmax())
-            if bool(is_flip(row[None], label, batch.targets[b])[0]) and (
-                    best[b] is None or len(mask) < len(best[b])):
-                best[b], best_probs[b] = list(mask), row
-
-    def _budget(self, n_words: int, max_evaluations: int | None) -> int:
-        """Masks the search may evaluate for a text: the probes plus 40 by default."""
-        if max_evaluations is not None:
-            return max_evaluations
-        return min(n_words, self.probes) + 40
-
-    def _use_probes(self, batch: _Batch, offsets: Tensor, seen: list[dict],
-                    active: list[int]) -> None:
-        """Per-example refinement from the single-word probes: a probed word's logit moves by
-        ``probe_weight`` times how much erasing it alone moved the flip margin (in [-1, 1])."""
-        for b in active:
-            label = int(batch.original[b].argmax())
-            before = float(flip_margin(batch.original[b][None], label, batch.targets[b])[0])
-            for mask, row in seen[b].items():
-                if row is not None and len(mask) == 1:
-                    gain = float(flip_margin(row[None], label, batch.targets[b])[0]) - before
-                    offsets[b, mask[0]] += self.probe_weight * gain
-
-    def _refine(self, batch: _Batch, offsets: Tensor, base: Tensor,
-                proposals: dict[int, list[tuple]], seen: list[dict]) -> None:
-        """One REINFORCE step per example on its logit offsets, from this round's samples
-        (baseline: the mean reward of the example's other samples)."""
-        for b, sampled in proposals.items():
-            if len(sampled) < 2:
-                continue
-            label = int(batch.original[b].argmax())
-            n_words = int(batch.valid[b].sum())
-            masks = torch.zeros(len(sampled), n_words)
-            flipped = torch.zeros(len(sampled), dtype=torch.bool)
-            for s, mask in enumerate(sampled):
-                masks[s, list(mask)] = 1.0
-                row = seen[b].get(mask)
-                flipped[s] = row is not None and bool(is_flip(row[None], label,
-                                                              batch.targets[b])[0])
-            reward = rewards(flipped, masks, batch.pairs[b, :max(n_words - 1, 0)], self.gamma)
-            others = (reward.sum() - reward) / (len(sampled) - 1)
-            p = torch.sigmoid(base[b, :n_words] + offsets[b, :n_words])
-            # d log pi / d logit = z - p for a Bernoulli(sigmoid(logit))
-            grad = ((reward - others)[:, None] * (masks - p)).mean(0)
-            offsets[b, :n_words] += self.refine_lr * grad * len(sampled)
+        for b, path in paths.items():
+            sizes = sorted({math.ceil(len(path) * j / 8) for j in range(1, 9)})
+            requests += [(b, tuple(sorted(path[:k]))) for k in sizes]
+        while requests:
+            self._record(evaluator, texts, requests, "greedy fallback")
+            requests = []
+            for b, path in paths.items():
+                flips = [k for k in range(1, len(path) + 1)
+                         if texts[b].flips(tuple(sorted(path[:k])))]
+                if b not in high and not flips:
+                    if low[b] == 0:  # no checkpoint flips: the whole path, once
+                        low[b] = -1
+                        requests += [(b, tuple(sorted(path[:k])))
+                                     for k in range(1, len(path) + 1)]
+                    continue
+                if flips:
+                    high[b] = flips[0]
+                    low[b] = max([k for k in range(1, high[b])
+                                  if texts[b].known(tuple(sorted(path[:k])))], default=0)
+                    if high[b] - low[b] > 1:
+                        requests.append((b, tuple(sorted(path[:(low[b] + high[b]) // 2]))))
 
     # -- public entry points --------------------------------------------------------------------
     def explain(self, texts: str | Sequence[str], *, tokenizer: Any, target: Any = None,
                 max_evaluations: int | None = None, max_length: int | None = None,
-                truncate: bool = False, show_progress: bool = False) -> list[FlipResult]:
+                truncate: bool = False, units: str = "words",
+                show_progress: bool = False) -> list[FlipResult]:
         """The minimal flipping set of words of each text, verified.
 
         ``target=None`` flips away from the predicted class; a class index (or one per text)
-        flips towards it. ``max_evaluations`` caps the masks tried per text in the search
-        (default: the probed words + 40); the representation forward, the greedy fallback
-        (at most one row per word, only when the search found no flip), pruning and the final
-        verification come on top (all counted in ``forward_passes``).
+        flips towards it. ``max_evaluations`` overrides the budget of predictions per text
+        (everything counted in ``forward_passes``: the original, the representation, the
+        search, pruning and the verification; only the greedy fallback of a text without a
+        flip, and pruning a set found in the last round, can go beyond it). ``units="words"``
+        erases the tokenizer's words, ``"whitespace"`` whitespace tokens (as LIT's
+        AblationFlip).
         """
         model = self.forward_func
         encoded = encode_texts(model, tokenizer, texts, max_length=max_length,
-                               truncate=truncate)
+                               truncate=truncate, units=units)
         with eval_mode(model):
             batch = self._batch(encoded.input_ids, encoded.attention_mask,
                                 encoded.feature_mask, encoded.words, target,
@@ -635,13 +724,3 @@ class MinimalErasure(PerturbationAttribution):
         self._ensure_networks(int(state["dim"]))
         self.policy.load_state_dict(state["policy"])
         self.baseline.load_state_dict(state["baseline"])
-
-
-def _prefix_sizes(n_words: int) -> list[int]:
-    """1, 2, 3, 4, 6, 8, 12, 16, ... up to ``n_words`` (the last one always included)."""
-    sizes, size = [], 1
-    while size < n_words:
-        sizes.append(size)
-        size = size + 1 if size < 4 else size + size // 2
-    sizes.append(n_words)
-    return sorted(set(sizes))

@@ -8,8 +8,9 @@ long run can be summarised at any time (``--summarize-only``):
 
 1. ``policy.pt`` / ``fit_history.csv``: MinimalErasure's amortised policy, trained once on
    ``--train`` snippets of the train split (reused when present, unless ``--refit``).
-2. ``greedy.csv``, ``minimal_erasure.csv``: both on the first ``--n`` held-out (test) snippets,
-   all snippets of a method in batched calls through the shared engine.
+2. ``greedy_<units>.csv``, ``minimal_erasure_<units>.csv`` for ``--units`` (default both
+   ``whitespace`` and ``words``) on the first ``--n`` held-out (test) snippets, all snippets
+   of a method in batched calls through the shared engine.
 3. ``input_reduction.csv``: Feng et al.'s reduction, greedy and beam 3, gradient importance.
 4. ``ablation_flip.jsonl``: LIT's AblationFlip (default config) one snippet at a time on the
    LIT model wrapper without gradients, each snippet with a fresh ``_id`` and no caching
@@ -17,9 +18,12 @@ long run can be summarised at any time (``--summarize-only``):
    it predicts. Resumes where a previous run stopped.
 5. ``summary.md`` / ``summary.csv``: the comparison table.
 
-|D| is counted in our words (the fast tokenizer's words: punctuation is a word of its own);
-AblationFlip ablates whitespace tokens ("fresh," is one token), so its |D| is also given in
-whitespace tokens, and ours in whitespace tokens touched.
+Units: AblationFlip ablates whitespace tokens ("fresh," is one token). Our methods run on the
+same units (``units="whitespace"``: the same search space, |D| directly comparable) and on
+the tokenizer's words (``units="words"``, the default, punctuation a word of its own: "fresh,"
+needs two erasures there); every |D| is also given in whitespace tokens touched.
+Predictions are the classifier rows each snippet cost (for ours: the original, the policy's
+representation, the search, pruning and the verification).
 """
 
 from __future__ import annotations
@@ -135,14 +139,26 @@ def eval_list(text: str) -> list:
     return list(ast.literal_eval(text)) if text else []
 
 
+OURS = ("greedy", "MinimalErasure")
+UNIT_NAMES = ("whitespace", "words")
+BUDGET = 75
+
+
+def result_files(out: Path) -> list[Path]:
+    return [out / f"{stem}_{units}.csv" for units in UNIT_NAMES
+            for stem in ("greedy", "minimal_erasure")]
+
+
 def summarize(out: Path) -> pd.DataFrame:
-    frames = [pd.read_csv(out / name) for name in ("greedy.csv", "minimal_erasure.csv")
-              if (out / name).exists()]
+    frames = [pd.read_csv(path) for path in result_files(out) if path.exists()]
     if (out / "ablation_flip.jsonl").exists():
         frames.append(pd.read_json(out / "ablation_flip.jsonl", lines=True))
     if not frames:
         return pd.DataFrame()
     data = pd.concat(frames, ignore_index=True)
+    if "size" not in data:
+        data["size"] = np.nan
+    data["size"] = data["size"].fillna(data.size_whitespace)  # AblationFlip: ws tokens
     common = set.intersection(*[set(f.id) for f in frames])
     data = data[data.id.isin(common)]
     stats = json.loads((out / "call_stats.json").read_text()) if \
@@ -153,54 +169,42 @@ def summarize(out: Path) -> pd.DataFrame:
         table.append({
             "method": method, "snippets": len(part),
             "flip rate": f"{part.flipped.mean():.1%} ({int(part.flipped.sum())})",
-            "mean |D| words": _fmt(flipped["size"].mean()) if "size" in part else "",
-            "median |D| words": _fmt(flipped["size"].median()) if "size" in part else "",
+            "mean |D|": _fmt(flipped["size"].mean()),
+            "median |D|": _fmt(flipped["size"].median()),
             "mean |D| ws tokens": _fmt(flipped.size_whitespace.mean()),
-            "median |D| ws tokens": _fmt(flipped.size_whitespace.median()),
             "predictions / snippet": _fmt(part.rows.mean(), 1),
-            "max predictions": int(part.rows.max()),
-            "forward calls": stats.get(method, {}).get("forward_calls",
-                                                       int(part["calls"].sum())
-                                                       if "calls" in part else ""),
+            "median": _fmt(part.rows.median(), 0),
+            "max": int(part.rows.max()),
+            f"<= {BUDGET}": f"{(part.rows <= BUDGET).mean():.1%}",
+            "forward calls": stats.get(method, {}).get(
+                "forward_calls", int(part["calls"].sum()) if "calls" in part else ""),
             "seconds / snippet": _fmt(part.seconds_per_snippet.mean(), 3)})
     summary = pd.DataFrame(table)
+    sizes = data.pivot_table(index="id", columns="method", values="size", aggfunc="first")
     pairs = []
-    wide = data.pivot_table(index="id", columns="method", values="size_whitespace",
-                            aggfunc="first")
-    words = data.pivot_table(index="id", columns="method", values="size", aggfunc="first")
-    for ours in ("MinimalErasure", "greedy"):
-        for peer in ("AblationFlip", "greedy"):
-            if ours == peer or ours not in wide or peer not in wide:
+    for units in UNIT_NAMES:
+        for ours, peer in ((f"MinimalErasure ({units})", "AblationFlip"),
+                           (f"greedy ({units})", "AblationFlip"),
+                           (f"MinimalErasure ({units})", f"greedy ({units})")):
+            if ours not in sizes or peer not in sizes:
                 continue
-            both = wide[[ours, peer]].dropna()
+            both = sizes[[ours, peer]].dropna()
             if both.empty:
                 continue
-            row = dict(comparison=f"{ours} vs {peer}", both_flip=len(both),
-                       le_ws=f"{(both[ours] <= both[peer]).mean():.1%}",
-                       mean_ours_ws=_fmt(both[ours].mean()),
-                       mean_peer_ws=_fmt(both[peer].mean()))
-            if peer != "AblationFlip":
-                wb = words[[ours, peer]].dropna()
-                row.update(le_words=f"{(wb[ours] <= wb[peer]).mean():.1%}",
-                           mean_ours_words=_fmt(wb[ours].mean()),
-                           mean_peer_words=_fmt(wb[peer].mean()))
-            else:
-                # our |D| in words against AblationFlip's whitespace tokens: the strict
-                # reading (our words are never coarser than whitespace tokens)
-                mixed = pd.concat([words[ours], wide[peer]], axis=1).dropna()
-                row.update(le_words=f"{(mixed.iloc[:, 0] <= mixed.iloc[:, 1]).mean():.1%}",
-                           mean_ours_words=_fmt(mixed.iloc[:, 0].mean()),
-                           mean_peer_words="")
-            pairs.append(row)
+            pairs.append(dict(
+                comparison=f"{ours} vs {peer}", both_flip=len(both),
+                ours_le_peer=f"{(both[ours] <= both[peer]).mean():.1%}",
+                ours_lt_peer=f"{(both[ours] < both[peer]).mean():.1%}",
+                mean_ours=_fmt(both[ours].mean()), mean_peer=_fmt(both[peer].mean())))
     pairs = pd.DataFrame(pairs)
     lines = ["# Decision flips on the default model", "",
-             f"{len(common)} held-out snippets present in every method's results.", "",
+             f"{len(common)} held-out snippets present in every method's results. |D| in the "
+             "method's units (AblationFlip: whitespace tokens).", "",
              markdown_table(summary), ""]
     if not pairs.empty:
         lines += ["## |D| where both flip", "",
-                  "`le_ws`: share of snippets where our |D| <= the peer's, both in whitespace "
-                  "tokens; `le_words`: ours in words (punctuation separate) against the peer's "
-                  "whitespace tokens (AblationFlip) or words (greedy).", "",
+                  "Each in its own units: in words (punctuation separate) against "
+                  "AblationFlip's whitespace tokens is the strict reading.", "",
                   markdown_table(pairs), ""]
     if (out / "input_reduction.csv").exists():
         red = pd.read_csv(out / "input_reduction.csv")
@@ -225,15 +229,31 @@ def _fmt(value: float, digits: int = 2) -> str:
         f"{value:.{digits}f}"
 
 
-def run_greedy(model, tokenizer, texts: list[str], ids: list[int], out: Path,
-               stats: dict) -> None:
+def run_greedy(model, tokenizer, texts: list[str], ids: list[int], out: Path, stats: dict,
+               units: str) -> None:
     start = time.perf_counter()
     greedy_stats = EngineStats()
-    greedy = greedy_flip(model, texts, tokenizer=tokenizer, stats=greedy_stats)
+    greedy = greedy_flip(model, texts, tokenizer=tokenizer, stats=greedy_stats, units=units)
     seconds = time.perf_counter() - start
-    flip_rows(greedy, seconds, "greedy", ids).to_csv(out / "greedy.csv", index=False)
-    stats["greedy"] = dict(forward_calls=greedy_stats.forward_passes)
-    print(f"greedy: {seconds:.0f} s", flush=True)
+    method = f"greedy ({units})"
+    flip_rows(greedy, seconds, method, ids).to_csv(out / f"greedy_{units}.csv", index=False)
+    stats[method] = dict(forward_calls=greedy_stats.forward_passes)
+    print(f"{method}: {seconds:.0f} s", flush=True)
+
+
+def run_minimal_erasure(explainer, tokenizer, texts: list[str], ids: list[int], out: Path,
+                        stats: dict, units: str) -> None:
+    start = time.perf_counter()
+    calls, results = 0, []
+    for i in range(0, len(texts), 50):  # groups of 50 keep memory flat
+        results += explainer.explain(texts[i:i + 50], tokenizer=tokenizer, units=units)
+        calls += explainer.last_stats.forward_passes
+    seconds = time.perf_counter() - start
+    method = f"MinimalErasure ({units})"
+    flip_rows(results, seconds, method, ids).to_csv(out / f"minimal_erasure_{units}.csv",
+                                                    index=False)
+    stats[method] = dict(forward_calls=calls)
+    print(f"{method}: {seconds:.0f} s, {calls} forward calls", flush=True)
 
 
 def main() -> None:
@@ -254,7 +274,9 @@ def main() -> None:
                         help="snippets for InputReduction (the first ones of --n)")
     parser.add_argument("--fit-batch", type=int, default=8)
     parser.add_argument("--reuse-greedy", action="store_true",
-                        help="keep greedy.csv from a previous run")
+                        help="keep greedy_<units>.csv from a previous run")
+    parser.add_argument("--units", nargs="+", choices=UNIT_NAMES, default=list(UNIT_NAMES),
+                        help="erasable units of our methods")
     parser.add_argument("--summarize-only", action="store_true")
     args = parser.parse_args()
     out = Path(args.out)
@@ -294,24 +316,13 @@ def main() -> None:
             final_erase_probability=float(history.erase_probability.tail(10).mean()))))
         print(f"fit: {seconds:.0f} s, {int(history.rows.sum())} rows", flush=True)
 
-    if args.reuse_greedy and (out / "greedy.csv").exists() and \
-            (out / "call_stats.json").exists():
+    if (out / "call_stats.json").exists():
         stats = json.loads((out / "call_stats.json").read_text())
-    else:
-        run_greedy(model, tokenizer, texts, ids, out, stats)
-
-    start = time.perf_counter()
-    calls = 0
-    minimal = []
-    for i in range(0, len(texts), 50):  # groups of 50 keep memory flat
-        minimal += explainer.explain(texts[i:i + 50], tokenizer=tokenizer)
-        calls += explainer.last_stats.forward_passes
-    seconds = time.perf_counter() - start
-    flip_rows(minimal, seconds, "MinimalErasure", ids).to_csv(out / "minimal_erasure.csv",
-                                                             index=False)
-    stats["MinimalErasure"] = dict(forward_calls=calls)
-    print(f"MinimalErasure: {seconds:.0f} s, {calls} forward calls", flush=True)
-    (out / "call_stats.json").write_text(json.dumps(stats))
+    for units in args.units:
+        if not (args.reuse_greedy and (out / f"greedy_{units}.csv").exists()):
+            run_greedy(model, tokenizer, texts, ids, out, stats, units)
+        run_minimal_erasure(explainer, tokenizer, texts, ids, out, stats, units)
+        (out / "call_stats.json").write_text(json.dumps(stats))
 
     if not args.skip_reduction:
         rows = []

@@ -28,9 +28,7 @@ from .interpreters import _number, check_compatible, incompatibility, preds_fiel
 from .model import EMBEDDINGS_FIELD, TOKENS_FIELD
 
 TARGET_CLASS_KEY = "Flip to class (empty: any other class)"
-SAMPLES_KEY = "Masks sampled per round"
-ROUNDS_KEY = "Refinement rounds"
-GAMMA_KEY = "Contiguity weight (gamma)"
+BUDGET_KEY = "Max predictions per text"
 MAX_ERASURES_KEY = "Max words to erase (0 = no limit)"
 BEAM_KEY = "Beam size"
 IMPORTANCE_KEY = "Word importance"
@@ -108,46 +106,38 @@ def _erased_note(name: str, result: Any) -> str:
 
 class MinimalErasureFlipGenerator(ErasureGenerator):
     """Minimal erasure flip (Li, Monroe & Jurafsky 2016, section 5): the smallest set of words
-    whose erasure changes the model's label, searched with a REINFORCE policy over erasure
-    masks refined per example, pruned and verified by one forward on the remaining text."""
+    whose erasure changes the model's label, searched per example within a budget of
+    predictions (see :class:`captum_erasure.MinimalErasure`), pruned and verified by one
+    forward on the remaining text."""
 
     name = "Minimal erasure flip"
 
-    def __init__(self, explainer: Any = None, *, samples: int = 12, rounds: int = 4,
-                 gamma: float = 0.01, seed: int = 0, show_progress: bool = False):
+    def __init__(self, explainer: Any = None, *, max_evaluations: int = 75, seed: int = 0,
+                 show_progress: bool = False):
         """``explainer``: a (fitted) :class:`captum_erasure.MinimalErasure` to use for its own
-        model; otherwise one is built per model with these settings (policy learned per
-        example)."""
+        model; otherwise one with an unfitted policy is built per model."""
         super().__init__(show_progress=show_progress)
         self.explainer = explainer
-        self.samples, self.rounds, self.gamma, self.seed = samples, rounds, gamma, seed
+        self.max_evaluations, self.seed = max_evaluations, seed
         self._lock = threading.Lock()
 
     def config_spec(self) -> lit_types.Spec:
         return {
             TARGET_CLASS_KEY: lit_types.TextSegment(default="", required=False),
-            SAMPLES_KEY: lit_types.Integer(default=self.samples, min_val=1, max_val=256,
-                                           required=False),
-            ROUNDS_KEY: lit_types.Integer(default=self.rounds, min_val=1, max_val=50,
-                                          required=False),
-            GAMMA_KEY: lit_types.Scalar(default=self.gamma, min_val=0, max_val=1, step=0.01,
-                                        required=False),
+            BUDGET_KEY: lit_types.Integer(default=self.max_evaluations, min_val=5,
+                                          max_val=1000, required=False),
         }
 
     def run_method(self, model, tokenizer, texts, labels, config):
         from captum_erasure.minimal_erasure import MinimalErasure
         target = class_index(config.get(TARGET_CLASS_KEY), labels, TARGET_CLASS_KEY)
-        samples = _number(config, SAMPLES_KEY, self.samples, int)
-        rounds = _number(config, ROUNDS_KEY, self.rounds, int)
-        gamma = _number(config, GAMMA_KEY, self.gamma)
+        budget = _number(config, BUDGET_KEY, self.max_evaluations, int)
         explainer = self.explainer
         if explainer is None or explainer.forward_func is not model:
-            explainer = MinimalErasure(model, samples=samples, rounds=rounds, gamma=gamma,
-                                       seed=self.seed)
-        else:
-            explainer.samples, explainer.rounds, explainer.gamma = samples, rounds, gamma
-        with self._lock:  # the explainer's policy state is not shared across requests
+            explainer = MinimalErasure(model, seed=self.seed)
+        with self._lock:  # the explainer's lazily built policy is not shared across requests
             results = explainer.explain(texts, tokenizer=tokenizer, target=target,
+                                        max_evaluations=budget,
                                         show_progress=self.show_progress)
         return [(r.remaining_text, _erased_note(self.name, r)) if r.flipped else
                 (None, r.message) for r in results]

@@ -3,6 +3,8 @@ bag-of-words toy whose minimal flipping set is known ({good, great}, see flip_to
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from captum.attr import PerturbationAttribution
@@ -10,7 +12,7 @@ from captum.attr import PerturbationAttribution
 from captum_erasure import FlipResult, MinimalErasure, greedy_flip, word_feature_mask
 from captum_erasure.engine import output_logits
 from captum_erasure.flips import SetEvaluator, encode_texts, prune
-from captum_erasure.minimal_erasure import rewards, sentence_pairs
+from captum_erasure.minimal_erasure import TextSearch, log_odds_margin, rewards, sentence_pairs
 from flip_toys import MarkerBag, one_hot_words, toy_texts
 
 TEXT = "the movie was good and great"          # words: the movie was good and great
@@ -30,7 +32,7 @@ def toy():
 
 @pytest.fixture(scope="module")
 def trained(toy, tiny_tokenizer):
-    explainer = MinimalErasure(toy, one_hot_words, samples=8, rounds=3, seed=3)
+    explainer = MinimalErasure(toy, one_hot_words, samples=8, seed=3)
     explainer.fit(toy_texts(), tokenizer=tiny_tokenizer, epochs=4, batch_size=8,
                   show_progress=False)
     return explainer
@@ -149,7 +151,7 @@ def test_reproducible_under_a_seed(toy, tiny_tokenizer):
     texts = [TEXT, "good , a fun film great", "the plot is good"]
 
     def run(seed):
-        explainer = MinimalErasure(toy, one_hot_words, samples=6, rounds=2, seed=seed)
+        explainer = MinimalErasure(toy, one_hot_words, samples=6, seed=seed)
         history = explainer.fit(toy_texts(), tokenizer=tiny_tokenizer, batch_size=8,
                                 show_progress=False)
         return history, explainer.explain(texts, tokenizer=tiny_tokenizer)
@@ -187,15 +189,19 @@ def test_reward_follows_eqs_3_to_5():
 def test_bad_input_is_rejected(trained, tiny_tokenizer):
     with pytest.raises(ValueError, match="empty"):
         trained.explain(["good", "  "], tokenizer=tiny_tokenizer)
-    with pytest.raises(ValueError, match="samples and rounds"):
+    with pytest.raises(ValueError, match="max_evaluations"):
         MinimalErasure(trained.forward_func, samples=0)
+    with pytest.raises(ValueError, match="noise"):
+        MinimalErasure(trained.forward_func, noise=0)
+    with pytest.raises(ValueError, match="units"):
+        trained.explain(TEXT, tokenizer=tiny_tokenizer, units="sentences")
     with pytest.raises(ValueError, match="representation"):
         MinimalErasure(lambda ids, mask: ids.float()).explain(TEXT, tokenizer=tiny_tokenizer)
 
 
 def test_default_representation_on_a_tiny_bert(tiny_model, tiny_tokenizer):
     texts = ["the movie was good", "a boring plot , but great acting"]
-    explainer = MinimalErasure(tiny_model, samples=4, rounds=2)
+    explainer = MinimalErasure(tiny_model, samples=4)
     results = explainer.explain(texts, tokenizer=tiny_tokenizer)
     assert explainer.policy.norm.normalized_shape[0] == tiny_model.config.hidden_size
     for result in results:
@@ -209,3 +215,55 @@ def test_default_representation_on_a_tiny_bert(tiny_model, tiny_tokenizer):
                     result.original_label
         else:
             assert result.message
+
+
+def test_log_odds_margin_is_negative_exactly_when_flipped():
+    probs = torch.tensor([[0.7, 0.2, 0.1], [0.2, 0.5, 0.3]], dtype=torch.float64)
+    away = log_odds_margin(probs, 0, None)
+    assert away.tolist() == pytest.approx([math.log(0.7 / 0.2), math.log(0.2 / 0.5)])
+    towards = log_odds_margin(probs, 0, 2)   # max log P(non-target) - log P(target)
+    assert towards.tolist() == pytest.approx([math.log(0.7 / 0.1), math.log(0.5 / 0.3)])
+
+
+def test_the_per_example_model_is_exact_on_an_additive_classifier(toy, tiny_tokenizer):
+    """MarkerBag's log-odds are bias + sum of weights, so after leave-one-out the additive
+    model predicts every mask exactly and proposes the markers pair first."""
+    enc = encode_texts(toy, tiny_tokenizer, [TEXT])
+    evaluator = SetEvaluator(toy, enc.input_ids, enc.attention_mask, enc.feature_mask)
+    original = evaluator.evaluate([(0, ())])[0]
+    search = TextSearch(original, 1, None, list(range(6)), ridge=0.3, noise=0.5,
+                        candidates=12)
+    assert search.base == pytest.approx(3.0)      # -1 + 2 + 2
+    for f in range(6):
+        search.record((f,), evaluator.evaluate([(0, (f,))])[0])
+    assert search.best is None
+    weights = [0, 0, 0, 2.0, 0, 2.0]                # the movie was good and great
+    assert search.effects().tolist() == pytest.approx([-w for w in weights])
+    assert search.proposals(1) == [(3, 5)]
+    search.record((3, 5), evaluator.evaluate([(0, (3, 5))])[0])
+    assert search.best == (3, 5) and search.margins[(3, 5)] == pytest.approx(-1.0)
+    # with a flip of size 2 only its two subsets (both seen) and single words are left:
+    assert search.proposals(4) == []
+    assert search.greedy_path()[:2] == [3, 5]
+    assert search.restore_order([3, 5]) in ([3, 5], [5, 3])
+
+
+def test_the_budget_counts_every_prediction(toy, tiny_tokenizer):
+    text = "the movie was good and the plot is very fun , the acting was great"
+    explainer = MinimalErasure(toy, one_hot_words, seed=0)
+    [result] = explainer.explain(text, tokenizer=tiny_tokenizer, max_evaluations=25)
+    assert result.flipped and result.erased_words == ["good", "great"] and result.minimal
+    # original + representation + 15 probes, one round of 3 masks (the pair among them; the
+    # room left after keeping 1 row for the verification and 4 for pruning) + verification
+    assert result.forward_passes == 1 + 1 + 15 + 3 + 1 <= 25
+    assert explainer.last_stats.rows == result.forward_passes
+
+
+def test_whitespace_units_erase_what_str_split_gives(toy, tiny_tokenizer):
+    text = "good, the movie great."
+    enc = encode_texts(toy, tiny_tokenizer, [text], units="whitespace")
+    assert enc.words == [["good,", "the", "movie", "great."]]
+    assert enc.feature_mask[0].tolist() == [-1, 0, 0, 1, 2, 3, 3, -1]
+    explainer = MinimalErasure(toy, one_hot_words, seed=0)
+    [result] = explainer.explain(text, tokenizer=tiny_tokenizer, units="whitespace")
+    assert result.erased_words == ["good,", "great."] and result.remaining_text == "the movie"
