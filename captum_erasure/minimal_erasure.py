@@ -65,6 +65,7 @@ from .flips import (FlipResult, SetEvaluator, encode_texts, flip_targets, is_fli
                     prune, renumber_features, verified_results)
 
 SENTENCE_END = {".", "!", "?", "...", ";"}
+FIRST_FLIP_RESERVE = 4  # rows kept for pruning a first flip found in the last search round
 
 
 # -- representations ----------------------------------------------------------------------------
@@ -185,7 +186,7 @@ class TextSearch:
 
     ``proposals`` ranks unseen masks of each size k below the best flip's size K by
     P(flip) * (K - k), with P(flip) = Phi(-predicted margin / (noise * sqrt(k))): the expected
-    shrinkage of the answer. All sizes-k subsets of the ``candidates`` words with the most
+    shrinkage of the answer. All size-k subsets of the ``candidates`` words with the most
     negative effects are scored (k <= 7), larger sizes by the top-k prefix only. The subsets
     of the best flip come first (they are the pruning checks)."""
 
@@ -270,7 +271,7 @@ class TextSearch:
                 mask = tuple(sorted(_row(masks, i)))
                 if mask not in self.margins and mask not in chosen:
                     chosen.append(mask)
-        return chosen[:max(width, 0)]
+        return chosen
 
     def restore_order(self, erased: Sequence[int]) -> list[int]:
         """Pruning tries the least flip-promoting erased words first."""
@@ -307,7 +308,8 @@ class _Batch:
 
 
 class MinimalErasure(PerturbationAttribution):
-    """Smallest set of words whose erasure flips the decision, learned by REINFORCE.
+    """Smallest set of words whose erasure flips the decision: a REINFORCE policy (amortised,
+    ``fit``) and a per-example model-guided search within a budget of predictions.
 
     Args:
         forward_func: the classifier, called as ``forward_func(input_ids, attention_mask)``;
@@ -359,7 +361,6 @@ class MinimalErasure(PerturbationAttribution):
             raise ValueError("prior must be in (0, 1) and prior_weight >= 0")
         self.prior, self.prior_weight = prior, prior_weight
         self.probes = probes
-        self.reserve = 4  # rows kept for pruning a first flip found in the last round
         self.seed = seed
         self.policy: ErasurePolicy | None = None
         self.baseline: RewardBaseline | None = None
@@ -545,7 +546,7 @@ class MinimalErasure(PerturbationAttribution):
                     continue
                 # Keep rows for the verification and for pruning the best set: its subsets
                 # (small sets) or restoring words one by one and the minimality check.
-                size = len(search.best) if search.best is not None else self.reserve
+                size = len(search.best) if search.best is not None else FIRST_FLIP_RESERVE
                 reserve = 1 + (size if size <= self.per_round else 2 * size)
                 room = budget - evaluator.rows_per_example[b] - reserve
                 requests += [(b, mask) for mask in search.proposals(min(self.per_round, room))]
@@ -584,30 +585,28 @@ class MinimalErasure(PerturbationAttribution):
         bisection below the smallest that flips; only when none of them flips, every
         remaining prefix, so every text greedy erasure flips is flipped (all words probed)."""
         paths = {b: texts[b].greedy_path() for b in live if texts[b].best is None}
-        low = {b: 0 for b in paths}            # largest prefix size known not to flip
-        high: dict[int, int] = {}              # smallest prefix size known to flip
-        requests = []
-        for b, path in paths.items():
-            sizes = sorted({math.ceil(len(path) * j / 8) for j in range(1, 9)})
-            requests += [(b, tuple(sorted(path[:k]))) for k in sizes]
+
+        def prefix(b: int, k: int) -> tuple:
+            return tuple(sorted(paths[b][:k]))
+
+        requests = [(b, prefix(b, k)) for b, path in paths.items()
+                    for k in sorted({math.ceil(len(path) * j / 8) for j in range(1, 9)})]
+        whole: set[int] = set()
         while requests:
             self._record(evaluator, texts, requests, "greedy fallback")
             requests = []
             for b, path in paths.items():
-                flips = [k for k in range(1, len(path) + 1)
-                         if texts[b].flips(tuple(sorted(path[:k])))]
-                if b not in high and not flips:
-                    if low[b] == 0:  # no checkpoint flips: the whole path, once
-                        low[b] = -1
-                        requests += [(b, tuple(sorted(path[:k])))
-                                     for k in range(1, len(path) + 1)]
+                flipping = [k for k in range(1, len(path) + 1) if texts[b].flips(prefix(b, k))]
+                if not flipping:
+                    if b not in whole:  # no checkpoint flips: every prefix, once
+                        whole.add(b)
+                        requests += [(b, prefix(b, k)) for k in range(1, len(path) + 1)]
                     continue
-                if flips:
-                    high[b] = flips[0]
-                    low[b] = max([k for k in range(1, high[b])
-                                  if texts[b].known(tuple(sorted(path[:k])))], default=0)
-                    if high[b] - low[b] > 1:
-                        requests.append((b, tuple(sorted(path[:(low[b] + high[b]) // 2]))))
+                high = flipping[0]  # every evaluated shorter prefix does not flip
+                low = max((k for k in range(1, high) if texts[b].known(prefix(b, k))),
+                          default=0)
+                if high - low > 1:
+                    requests.append((b, prefix(b, (low + high) // 2)))
 
     # -- public entry points --------------------------------------------------------------------
     def explain(self, texts: str | Sequence[str], *, tokenizer: Any, target: Any = None,

@@ -1,7 +1,7 @@
 """Our erasure counterfactuals as LIT generators (the Counterfactuals tab).
 
 - Minimal erasure flip (Li, Monroe & Jurafsky 2016, section 5): the smallest set of words found
-  by REINFORCE whose erasure changes the model's label
+  within a budget of predictions whose erasure changes the model's label
   (:class:`captum_erasure.MinimalErasure`).
 - Greedy erasure flip: the baseline that erases the most important words (leave-one-out
   order) until the label changes (:func:`captum_erasure.flips.greedy_flip`).
@@ -229,7 +229,8 @@ def erasure_generators(minimal_erasure: Any = None, *, show_progress: bool = Fal
     """Our generators by UI name, to merge into a LIT server's generators.
 
     ``minimal_erasure``: an already fitted :class:`captum_erasure.MinimalErasure` (its policy is
-    reused for its own model); by default the policy is learned per example.
+    reused for its own model); by default an unfitted one (the policy only decides which words
+    are probed in texts longer than 40 words).
     """
     return {
         MINIMAL_ERASURE_NAME: MinimalErasureFlipGenerator(minimal_erasure,

@@ -363,7 +363,7 @@ def _predicted(model: nn.Module, encoding: Any) -> torch.Tensor:
 
 class MinimalFlipSetInterpreter(WordSalienceInterpreter):
     """Minimal flipping set (Li, Monroe & Jurafsky 2016, section 5) as a salience map: 1 on the
-    words of the smallest set found by REINFORCE whose erasure changes the model's label, 0
+    words of the smallest set found whose erasure changes the model's label, 0
     elsewhere (all 0 when no flip was found). With a class other than the prediction chosen,
     the set makes the model predict that class."""
 

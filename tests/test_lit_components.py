@@ -12,10 +12,11 @@ from lit_nlp.api import model as lit_model
 from lit_nlp.api import types as lit_types
 from werkzeug.test import Client
 
-from captum_erasure import InputMarginalization, explain_texts, word_feature_mask
+from captum_erasure import InputMarginalization, MinimalErasure, explain_texts, word_feature_mask
 from lit_plugin import (HFSequenceClassifier, erasure_generators, erasure_interpreters,
                         make_app, text_dataset)
-from lit_plugin.generators import GREEDY_FLIP_NAME, INPUT_REDUCTION_NAME, MINIMAL_ERASURE_NAME
+from lit_plugin.generators import (BUDGET_KEY, GREEDY_FLIP_NAME, INPUT_REDUCTION_NAME,
+                                   MINIMAL_ERASURE_NAME)
 from lit_plugin.interpreters import (FLIP_SET_NAME, MARGINALIZATION_NAME, REDUCTION_ORDER_NAME,
                                      WORD_ERASURE_NAME)
 from mlm_toys import toy_classifier, toy_mlm, toy_tokenizer
@@ -284,3 +285,18 @@ def test_bad_requests_name_the_problem(toys):
     # no MLM: no marginalization
     assert MARGINALIZATION_NAME not in erasure_interpreters()
     assert MARGINALIZATION_NAME in erasure_interpreters(lambda: (None, None))
+
+
+def test_minimal_erasure_generator_honours_its_budget(toys):
+    classifier, tokenizer, _ = toys
+    model = HFSequenceClassifier(classifier, tokenizer)
+    explainer = MinimalErasure(classifier, seed=0)
+    generator = erasure_generators(explainer)[MINIMAL_ERASURE_NAME]
+    for budget in (3, 75):
+        generated = generator.generate({"text": TEXTS[0]}, model, None,
+                                       config={BUDGET_KEY: budget})
+        rows = explainer.last_stats.rows
+        [expected] = explainer.explain(TEXTS[0], tokenizer=tokenizer, max_evaluations=budget)
+        assert explainer.last_stats.rows == rows
+        assert [g["text"] for g in generated] == \
+            ([expected.remaining_text] if expected.flipped else [])

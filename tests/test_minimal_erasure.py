@@ -267,3 +267,31 @@ def test_whitespace_units_erase_what_str_split_gives(toy, tiny_tokenizer):
     explainer = MinimalErasure(toy, one_hot_words, seed=0)
     [result] = explainer.explain(text, tokenizer=tiny_tokenizer, units="whitespace")
     assert result.erased_words == ["good,", "great."] and result.remaining_text == "the movie"
+
+
+def test_greedy_fallback_bisects_between_checkpoints(toy, tiny_tokenizer):
+    """Five "good" (+2 each) must all go: score 9.25 -> -0.75, four leave 1.25. With no room
+    for a search after the 16 probes, the fallback tries prefix sizes 2, 4, ..., 16 of the
+    leave-one-out order (6 is the first to flip), bisects to 5, and pruning finds nothing to
+    restore (its checks after the first pass are answered from memory)."""
+    text = "good the good movie good was good a good film is the plot is very fun"
+    explainer = MinimalErasure(toy, one_hot_words, seed=0)
+    [result] = explainer.explain(text, tokenizer=tiny_tokenizer, max_evaluations=20)
+    assert result.flipped and result.minimal and result.erased == [0, 2, 4, 6, 8]
+    assert result.new_probability == pytest.approx(torch.sigmoid(torch.tensor(.75)).item())
+    # original + representation + 16 probes + 8 checkpoints + 1 bisection + 4 pruning
+    # restorations (the fifth leaves the size-4 checkpoint, answered from memory) +
+    # verification
+    assert result.forward_passes == 1 + 1 + 16 + 8 + 1 + 4 + 1
+
+
+def test_minimality_check_restores_several_words_at_once(toy, tiny_tokenizer):
+    enc = encode_texts(toy, tiny_tokenizer, [TEXT])
+    evaluator = SetEvaluator(toy, enc.input_ids, enc.attention_mask, enc.feature_mask)
+    start = [0, 1, 3, 4, 5]
+    probs = evaluator.evaluate([(0, start)])[0]
+    # no restoration pass (empty order): the check finds the, movie and "and" restorable,
+    # restores all three in one row, then checks {good, great}'s two subsets
+    [kept], _ = prune(evaluator, [0], [start], [1], [None], [probs], [[]])
+    assert kept == MARKERS
+    assert evaluator.rows_per_example[0] == 1 + 5 + 1 + 2
