@@ -1,7 +1,7 @@
 """Decision flips and input reduction on the default model: MinimalErasure vs the greedy
 baseline vs LIT's AblationFlip, and InputReduction (greedy and beam).
 
-    .venv/bin/python examples/compare_flips.py --out outputs/flips --n 200 --train 800
+    .venv/bin/python examples/compare_flips.py --out outputs/flips --n 200 --train 1600
 
 Stages, each writing its per-snippet results under ``--out`` as soon as it is done, so that a
 long run can be summarised at any time (``--summarize-only``):
@@ -260,7 +260,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="outputs/flips")
     parser.add_argument("--n", type=int, default=200, help="held-out snippets")
-    parser.add_argument("--train", type=int, default=800, help="train snippets for fit")
+    parser.add_argument("--train", type=int, default=1600, help="train snippets for fit")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--refit", action="store_true")
     parser.add_argument("--skip-lit", action="store_true")
