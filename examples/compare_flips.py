@@ -270,7 +270,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: on a shared CPU 2 threads were 18x slower)")
     parser.add_argument("--lit-only", action="store_true", help="only AblationFlip")
-    parser.add_argument("--reduction-n", type=int, default=100,
+    parser.add_argument("--reduction-n", type=int, default=200,
                         help="snippets for InputReduction (the first ones of --n)")
     parser.add_argument("--fit-batch", type=int, default=8)
     parser.add_argument("--reuse-greedy", action="store_true",
