@@ -294,6 +294,10 @@ class SetEvaluator:
             mask = mask.masked_fill(erase, -1)
         return ids[:, :width], attention[:, :width], mask[:, :width]
 
+    def evaluated(self, example: int) -> dict[tuple, Tensor]:
+        """Every set evaluated so far for ``example`` (sorted feature ids -> probabilities)."""
+        return {erased: row for (b, erased), row in self._memo.items() if b == example}
+
     def evaluate(self, requests: Sequence[tuple[int, Iterable[int]]],
                  desc: str = "erased sets") -> Tensor:
         """Probabilities (float64, one row per request) of each example with its set erased.

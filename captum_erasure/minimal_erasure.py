@@ -21,6 +21,9 @@ alone drives the policy to erase nearly everything (the flip rate grows faster w
 per example within a budget of ``max_evaluations`` predictions per text (default 75, counting
 the original, the representation, the search, pruning and the verification):
 
+- optionally (``refine_steps`` > 0) the policy is first refined for the texts at hand:
+  REINFORCE steps on a copy of it with ``samples`` masks per text per step (off by default:
+  on the README's snippets the sampled rows were better spent on the search);
 - round 0 erases the policy's top ``probes`` words one at a time (every word of a text of up
   to 40 words: leave-one-out); a single-word flip ends the search;
 - later rounds refine a per-example model of the flip margin in log-odds: margin(D) ~
@@ -47,6 +50,7 @@ evaluated again.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 from dataclasses import dataclass
@@ -325,6 +329,9 @@ class MinimalErasure(PerturbationAttribution):
         probes: words erased one at a time first, in the policy's order.
         per_round, candidates, ridge, noise: masks evaluated per text per round; words whose
             subsets are enumerated; ridge weight and log-odds noise of the per-example model.
+        refine_steps, refine_learning_rate: REINFORCE steps (``samples`` masks per text each,
+            within the budget) on a copy of the policy for the texts being explained, before
+            the probes; the samples also feed the per-example model. Default 0 (README).
         prior, prior_weight: the sparse Bernoulli prior of the policy and the weight of its
             KL term during ``fit``.
         mode: how a word is erased: ``"delete"`` (default), ``"replace"`` or ``"attention"``.
@@ -334,7 +341,8 @@ class MinimalErasure(PerturbationAttribution):
     def __init__(self, forward_func: Callable, representation: Callable | None = None, *,
                  gamma: float = 0.002, samples: int = 10, max_evaluations: int = 75,
                  probes: int = 40, per_round: int = 8, candidates: int = 12,
-                 ridge: float = 0.3, noise: float = 0.5, hidden: int = 64,
+                 ridge: float = 0.3, noise: float = 0.5, refine_steps: int = 0,
+                 refine_learning_rate: float = 1e-2, hidden: int = 64,
                  learning_rate: float = 1e-3,
                  prior: float = 0.1, prior_weight: float = 0.05,
                  mode: str = "delete", baseline_token: int | None = None,
@@ -345,8 +353,8 @@ class MinimalErasure(PerturbationAttribution):
         if min(samples, max_evaluations, per_round, candidates) < 1 or probes < 0:
             raise ValueError("samples, max_evaluations, per_round and candidates must be >= 1 "
                              "and probes >= 0")
-        if ridge <= 0 or noise <= 0:
-            raise ValueError("ridge and noise must be > 0")
+        if ridge <= 0 or noise <= 0 or refine_steps < 0:
+            raise ValueError("ridge and noise must be > 0 and refine_steps >= 0")
         if gamma < 0:
             raise ValueError(f"gamma must be >= 0, got {gamma}")
         self.representation = representation
@@ -361,6 +369,7 @@ class MinimalErasure(PerturbationAttribution):
             raise ValueError("prior must be in (0, 1) and prior_weight >= 0")
         self.prior, self.prior_weight = prior, prior_weight
         self.probes = probes
+        self.refine_steps, self.refine_learning_rate = refine_steps, refine_learning_rate
         self.seed = seed
         self.policy: ErasurePolicy | None = None
         self.baseline: RewardBaseline | None = None
@@ -471,9 +480,13 @@ class MinimalErasure(PerturbationAttribution):
         self.history = pd.concat([self.history, history], ignore_index=True)
         return history
 
-    def _train_step(self, batch: _Batch, generator: torch.Generator) -> dict:
-        self.policy.train()
-        logits = self.policy(batch.words, batch.valid)                     # (B, W)
+    def _train_step(self, batch: _Batch, generator: torch.Generator,
+                    networks: tuple | None = None) -> dict:
+        """One REINFORCE step on ``networks`` (policy, baseline, optimizer; default: the
+        amortised ones)."""
+        policy, baseline, optimizer = networks or (self.policy, self.baseline, self._optimizer)
+        policy.train()
+        logits = policy(batch.words, batch.valid)                          # (B, W)
         probs = torch.sigmoid(logits)
         k = self.samples
         masks = torch.bernoulli(probs.detach()[:, None].expand(-1, k, -1).contiguous(),
@@ -487,15 +500,15 @@ class MinimalErasure(PerturbationAttribution):
         log_prob = (masks * torch.nn.functional.logsigmoid(logits)[:, None] +
                     (1 - masks) * torch.nn.functional.logsigmoid(-logits)[:, None])
         log_prob = (log_prob * batch.valid[:, None]).sum(-1)                # (B, K)
-        predicted = self.baseline(batch.words, batch.valid)                 # (B,)
+        predicted = baseline(batch.words, batch.valid)                      # (B,)
         advantage = reward - predicted.detach()[:, None]
         loss = -(advantage * log_prob).mean() + \
             ((predicted[:, None] - reward) ** 2).mean() + \
             self.prior_weight * sparsity_kl(probs, batch.valid, self.prior)
-        self._optimizer.zero_grad()
+        optimizer.zero_grad()
         loss.backward()
-        self._optimizer.step()
-        self.policy.eval()
+        optimizer.step()
+        policy.eval()
         sizes = masks.sum(-1)
         return dict(mean_reward=float(reward.mean()), flip_rate=float(flipped.float().mean()),
                     mean_erased_when_flipped=float(sizes[flipped].mean()) if flipped.any()
@@ -505,6 +518,23 @@ class MinimalErasure(PerturbationAttribution):
                     rows=len(requests))
 
     # -- explain-time search --------------------------------------------------------------------
+    def _refined_logits(self, batch: _Batch) -> Tensor:
+        """The policy's logits after ``refine_steps`` REINFORCE steps on these texts' own
+        sampled masks (copies of the policy and baseline: the amortised ones stay as
+        fitted). Without steps, the amortised policy's logits."""
+        if not self.refine_steps:
+            with torch.no_grad():
+                return self.policy(batch.words, batch.valid)
+        policy, baseline = copy.deepcopy(self.policy), copy.deepcopy(self.baseline)
+        optimizer = torch.optim.Adam(itertools.chain(policy.parameters(),
+                                                     baseline.parameters()),
+                                     lr=self.refine_learning_rate)
+        generator = torch.Generator().manual_seed(self.seed)
+        for _ in range(self.refine_steps):
+            self._train_step(batch, generator, (policy, baseline, optimizer))
+        with torch.no_grad():
+            return policy(batch.words, batch.valid)
+
     def _search(self, batch: _Batch, max_evaluations: int | None,
                 show_progress: bool) -> tuple[list, list, list]:
         """Probe, then model-guided rounds, then (only without a flip) the greedy path; the
@@ -514,8 +544,7 @@ class MinimalErasure(PerturbationAttribution):
         budget = self.max_evaluations if max_evaluations is None else max_evaluations
         if budget < 1:
             raise ValueError(f"max_evaluations must be >= 1, got {budget}")
-        with torch.no_grad():
-            logits = self.policy(batch.words, batch.valid)
+        logits = self._refined_logits(batch)
         texts: list[TextSearch | None] = [None] * n
         messages = [""] * n
         for b in range(n):
@@ -528,6 +557,9 @@ class MinimalErasure(PerturbationAttribution):
                                   torch.argsort(-logits[b, :n_words], stable=True).tolist(),
                                   ridge=self.ridge, noise=self.noise,
                                   candidates=self.candidates)
+            for mask, row in evaluator.evaluated(b).items():  # the refinement's samples
+                if mask:
+                    texts[b].record(mask, row)
         live = [b for b in range(n) if texts[b] is not None]
         # Round 0: the policy's top words, one at a time (leave-one-out for short texts).
         requests = []

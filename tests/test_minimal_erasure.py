@@ -295,3 +295,22 @@ def test_minimality_check_restores_several_words_at_once(toy, tiny_tokenizer):
     [kept], _ = prune(evaluator, [0], [start], [1], [None], [probs], [[]])
     assert kept == MARKERS
     assert evaluator.rows_per_example[0] == 1 + 5 + 1 + 2
+
+
+def test_explain_time_refinement_leaves_the_amortised_policy_alone(trained, toy, tiny_tokenizer):
+    before = {k: v.clone() for k, v in trained.policy.state_dict().items()}
+    refining = MinimalErasure(toy, one_hot_words, samples=4, refine_steps=3, seed=3)
+    refining.policy, refining.baseline = trained.policy, trained.baseline
+    first = refining.explain([TEXT, "good , a fun film great"], tokenizer=tiny_tokenizer)
+    assert [r.erased_words for r in first] == [["good", "great"], ["good", "great"]]
+    assert all(r.minimal and r.forward_passes <= 75 for r in first)
+    assert all(torch.equal(before[k], v) for k, v in trained.policy.state_dict().items())
+    assert refining.explain([TEXT, "good , a fun film great"], tokenizer=tiny_tokenizer) == first
+    enc = encode_texts(toy, tiny_tokenizer, [TEXT])
+    batch = refining._batch(enc.input_ids, enc.attention_mask, enc.feature_mask, enc.words,
+                            None, 0, False)
+    refined = refining._refined_logits(batch)
+    with torch.no_grad():
+        amortised = trained.policy(batch.words, batch.valid)
+    assert not torch.allclose(refined, amortised)   # the copy did learn
+    assert batch.evaluator.stats.rows == 2 + len(batch.evaluator.evaluated(0)) - 1
