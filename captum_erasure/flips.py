@@ -415,7 +415,7 @@ def prune(evaluator: SetEvaluator, examples: Sequence[int], sets: Sequence[list[
             _, restored, row = max(found, key=lambda t: t[0])
             sets[i] = [f for f in sets[i] if f != restored]
             probs[i] = row
-        checking = [i for i in set(restorable) | set(joint) if len(sets[i]) > 1]
+        checking = [i for i in sorted(set(restorable) | set(joint)) if len(sets[i]) > 1]
     return sets, probs
 
 

@@ -139,7 +139,6 @@ def eval_list(text: str) -> list:
     return list(ast.literal_eval(text)) if text else []
 
 
-OURS = ("greedy", "MinimalErasure")
 UNIT_NAMES = ("whitespace", "words")
 BUDGET = 75
 
