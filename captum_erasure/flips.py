@@ -365,20 +365,58 @@ def prune(evaluator: SetEvaluator, examples: Sequence[int], sets: Sequence[list[
     1. Restore the erased words one at a time (in ``order``, e.g. least important first; one
        batched row per still-pruning example per step): a word stays restored when the flip
        survives without it.
-    2. Check minimality: every single restoration of the pruned set in one batched pass; if
-       several keep the flip, try restoring all of them at once (one row), else restore the
-       one that keeps the strongest flip, and check again.
+    2. Check minimality: every single restoration of the pruned set in one batched pass. If
+       several words keep the flip, try restoring all of them at once (one row); if that
+       loses the flip, go back to 1 with those words, the strongest flip first. Check again.
 
-    Returns the pruned sets and their probabilities. Cost: about |D| + |D_pruned| rows."""
+    Returns the pruned sets and their probabilities. Cost: about |D| + |D_pruned| rows when
+    the first pass leaves a minimal set; each further round costs the words it retries plus
+    one check."""
     sets = [list(s) for s in sets]
     probs = list(probs)
     queues = [list(order[i]) if order is not None else list(sets[i])
               for i in range(len(examples))]
     queues = [[f for f in q if f in sets[i]] for i, q in enumerate(queues)]
+    checking = list(range(len(examples)))
+    while checking:
+        _restore_one_at_a_time(evaluator, examples, sets, probs, queues, original_labels,
+                               targets)
+        checking = [i for i in checking if len(sets[i]) > 1]
+        requests, owners = [], []
+        for i in checking:
+            for restored in sets[i]:
+                requests.append((examples[i], [f for f in sets[i] if f != restored]))
+                owners.append((i, restored))
+        out = evaluator.evaluate(requests, desc="minimality check")
+        restorable: dict[int, list[tuple[float, int]]] = {}
+        for row, (i, restored) in zip(out, owners):
+            if bool(is_flip(row[None], original_labels[i], targets[i])[0]):
+                margin = float(flip_margin(row[None], original_labels[i], targets[i])[0])
+                restorable.setdefault(i, []).append((margin, restored))
+        joint = [i for i, found in restorable.items() if 1 < len(found) < len(sets[i])]
+        out = evaluator.evaluate(
+            [(examples[i], [f for f in sets[i] if f not in {r for _, r in restorable[i]}])
+             for i in joint], desc="minimality check")
+        for row, i in zip(out, joint):
+            if bool(is_flip(row[None], original_labels[i], targets[i])[0]):
+                gone = {r for _, r in restorable.pop(i)}
+                sets[i] = [f for f in sets[i] if f not in gone]
+                probs[i] = row
+        for i, found in restorable.items():  # the first one restores (answered from memory)
+            queues[i] = [r for _, r in sorted(found, key=lambda t: (-t[0], t[1]))]
+        checking = sorted(set(restorable) | set(joint))
+    return sets, probs
+
+
+def _restore_one_at_a_time(evaluator: SetEvaluator, examples: Sequence[int], sets: list,
+                           probs: list, queues: list, original_labels: Sequence[int],
+                           targets: Sequence[int | None]) -> None:
+    """Step 1 of :func:`prune`: pop each queue's words in turn; a word stays restored when
+    the flip survives without it."""
     while True:
         pending = [i for i in range(len(examples)) if queues[i] and len(sets[i]) > 1]
         if not pending:
-            break
+            return
         tried = {i: queues[i].pop(0) for i in pending}
         out = evaluator.evaluate([(examples[i], [f for f in sets[i] if f != tried[i]])
                                   for i in pending], desc="pruning")
@@ -386,37 +424,6 @@ def prune(evaluator: SetEvaluator, examples: Sequence[int], sets: Sequence[list[
             if bool(is_flip(row[None], original_labels[i], targets[i])[0]):
                 sets[i] = [f for f in sets[i] if f != tried[i]]
                 probs[i] = row
-    checking = [i for i in range(len(examples)) if len(sets[i]) > 1]
-    while checking:
-        requests, owners = [], []
-        for i in checking:
-            for restored in sets[i]:
-                requests.append((examples[i], [f for f in sets[i] if f != restored]))
-                owners.append((i, restored))
-        out = evaluator.evaluate(requests, desc="minimality check")
-        restorable: dict[int, list[tuple[float, int, Tensor]]] = {}
-        for row, (i, restored) in zip(out, owners):
-            if bool(is_flip(row[None], original_labels[i], targets[i])[0]):
-                margin = float(flip_margin(row[None], original_labels[i], targets[i])[0])
-                restorable.setdefault(i, []).append((margin, restored, row))
-        # Several words restorable: try restoring them all at once (one row) before
-        # restoring only the one that keeps the strongest flip.
-        joint = [i for i, found in restorable.items()
-                 if len(found) > 1 and len(found) < len(sets[i])]
-        out = evaluator.evaluate(
-            [(examples[i], [f for f in sets[i] if f not in {r for _, r, _ in restorable[i]}])
-             for i in joint], desc="minimality check")
-        for row, i in zip(out, joint):
-            if bool(is_flip(row[None], original_labels[i], targets[i])[0]):
-                gone = {r for _, r, _ in restorable.pop(i)}
-                sets[i] = [f for f in sets[i] if f not in gone]
-                probs[i] = row
-        for i, found in restorable.items():
-            _, restored, row = max(found, key=lambda t: t[0])
-            sets[i] = [f for f in sets[i] if f != restored]
-            probs[i] = row
-        checking = [i for i in sorted(set(restorable) | set(joint)) if len(sets[i]) > 1]
-    return sets, probs
 
 
 def verified_results(model: nn.Module, tokenizer: Any, encoded: EncodedTexts,

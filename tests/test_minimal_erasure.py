@@ -314,3 +314,19 @@ def test_explain_time_refinement_leaves_the_amortised_policy_alone(trained, toy,
         amortised = trained.policy(batch.words, batch.valid)
     assert not torch.allclose(refined, amortised)   # the copy did learn
     assert batch.evaluator.stats.rows == 2 + len(batch.evaluator.evaluated(0)) - 1
+
+
+def test_minimality_check_falls_back_to_one_at_a_time(tiny_tokenizer):
+    """Either "fun" (+0.75) alone can come back (score -1 + 0.75 < 0) but not both (+0.5):
+    the joint restoration fails, so they are retried one at a time; the first comes back,
+    the second stays erased."""
+    model = MarkerBag({"good": 2.0, "great": 2.0, "fun": 0.75})
+    enc = encode_texts(model, tiny_tokenizer, ["good great fun fun the"])
+    evaluator = SetEvaluator(model, enc.input_ids, enc.attention_mask, enc.feature_mask)
+    start = [0, 1, 2, 3]
+    probs = evaluator.evaluate([(0, start)])[0]
+    [kept], _ = prune(evaluator, [0], [start], [1], [None], [probs], [[]])
+    assert kept == [0, 1, 3]
+    # start + 4 single restorations + the joint one (= {good, great}, reused by the retry)
+    # + the check of {good, great, fun}: 2 new subsets
+    assert evaluator.rows_per_example[0] == 1 + 4 + 1 + 2
