@@ -23,10 +23,7 @@ any hub MLM. Its config carries the tokenizer's special-token ids (``mask_token_
 from __future__ import annotations
 
 import contextlib
-import json
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -40,7 +37,7 @@ from transformers import (AutoModelForMaskedLM, AutoTokenizer, BertConfig, BertF
 from transformers.utils import logging as transformers_logging
 
 from .data import CORPORA, cache_dir, load_snippets, split_of
-from .default_model import (_install_dir, _linear_warmup_decay, _optimizer, _read_info,
+from .default_model import (_linear_warmup_decay, _optimizer, _read_info, _save_to_cache,
                             _versions, base_model_path)
 
 DEFAULT_MLM_DIRNAME = "minilm-l6-mlm-v1"
@@ -345,18 +342,7 @@ def build_default_mlm(show_progress: bool = True, *, steps: int = DEFAULT_STEPS,
         "torch_threads": torch.get_num_threads(),
         "versions": _versions(),
     }
-    target = default_mlm_dir()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-build-"))
-    building.chmod(0o755)
-    try:
-        model.save_pretrained(building)
-        tokenizer.save_pretrained(building)
-        (building / INFO_FILENAME).write_text(json.dumps(info, indent=2) + "\n")
-        _install_dir(building, target)
-    except BaseException:
-        shutil.rmtree(building, ignore_errors=True)
-        raise
+    _save_to_cache(model, tokenizer, info, default_mlm_dir())
     return model, tokenizer, info
 
 

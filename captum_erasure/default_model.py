@@ -213,6 +213,24 @@ def _versions() -> dict[str, str]:
     return versions
 
 
+def _save_to_cache(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                   info: dict[str, Any], target: Path) -> None:
+    """Save model, tokenizer and ``info.json`` into a temporary folder beside ``target``, then
+    move it in place (see :func:`_install_dir`)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-build-"))
+    building.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary folder
+    try:
+        # Safetensors is the default since transformers 4.35 and the only format in 5.x.
+        model.save_pretrained(building)
+        tokenizer.save_pretrained(building)
+        (building / INFO_FILENAME).write_text(json.dumps(info, indent=2) + "\n")
+        _install_dir(building, target)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+
+
 def _install_dir(built: Path, target: Path) -> None:
     """Move a finished build to ``target``; a reader never sees a half-written model."""
     old = None
@@ -284,19 +302,7 @@ def build_default_model(
         "torch_threads": torch.get_num_threads(),
         "versions": _versions(),
     }
-    target = default_model_dir()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-build-"))
-    building.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary folder
-    try:
-        # Safetensors is the default since transformers 4.35 and the only format in 5.x.
-        model.save_pretrained(building)
-        tokenizer.save_pretrained(building)
-        (building / INFO_FILENAME).write_text(json.dumps(info, indent=2) + "\n")
-        _install_dir(building, target)
-    except BaseException:
-        shutil.rmtree(building, ignore_errors=True)
-        raise
+    _save_to_cache(model, tokenizer, info, default_model_dir())
     return model, tokenizer, info
 
 

@@ -9,8 +9,9 @@ token (``"replace"``) or masks them in the attention (``"attention"``).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -195,6 +196,43 @@ def renumber_features(feature_mask: Tensor, shape: torch.Size) -> Tensor:
             if value >= 0:
                 out[b, i] = mapping.setdefault(value, len(mapping))
     return out
+
+
+def attribute_inputs(inputs: Tensor | tuple[Tensor], additional_forward_args: Any,
+                     feature_mask: Tensor | tuple[Tensor] | None,
+                     ) -> tuple[bool, Tensor, Tensor, Tensor]:
+    """The Captum-style arguments of a flip method's ``attribute``: whether ``inputs`` was a
+    tuple, the (batch, sequence) token ids, the attention mask (``additional_forward_args[0]``;
+    all ones when absent) and the feature mask renumbered 0..n-1 per row (default: every
+    attended token is its own word)."""
+    is_tuple = isinstance(inputs, tuple)
+    ids = inputs[0] if is_tuple else inputs
+    if not isinstance(ids, Tensor) or ids.dim() != 2 or ids.is_floating_point():
+        raise ValueError("inputs must be a (batch, sequence) tensor of token ids")
+    extra = additional_forward_args if isinstance(additional_forward_args, tuple) else \
+        (() if additional_forward_args is None else (additional_forward_args,))
+    attention = extra[0] if extra and isinstance(extra[0], Tensor) else torch.ones_like(ids)
+    if attention.shape != ids.shape:
+        raise ValueError("additional_forward_args[0] must be the attention mask, shaped "
+                         "like the inputs")
+    if isinstance(feature_mask, tuple):
+        feature_mask = feature_mask[0]
+    if feature_mask is None:
+        feature_mask = torch.arange(ids.shape[1]).expand(ids.shape).clone()
+        feature_mask[attention.cpu() == 0] = -1
+    return is_tuple, ids, attention, renumber_features(feature_mask, ids.shape)
+
+
+@contextmanager
+def baseline_token_from(method: Any, baselines: Any) -> Iterator[None]:
+    """Captum's ``baselines`` (a token id) as ``method.baseline_token`` for one call."""
+    saved = method.baseline_token
+    if baselines is not None:
+        method.baseline_token = int(torch.as_tensor(baselines).reshape(-1)[0])
+    try:
+        yield
+    finally:
+        method.baseline_token = saved
 
 
 # -- evaluating erased sets ---------------------------------------------------------------------

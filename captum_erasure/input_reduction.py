@@ -32,7 +32,8 @@ from torch import Tensor, nn
 
 from .engine import Row, output_logits
 from .explain import eval_mode, _label_name
-from .flips import ReductionResult, SetEvaluator, encode_texts, renumber_features
+from .flips import (ReductionResult, SetEvaluator, attribute_inputs, baseline_token_from,
+                    encode_texts)
 from .scores import log_probs
 from .text import word_feature_mask
 from .word_erasure import input_embeddings
@@ -281,38 +282,18 @@ class InputReduction(PerturbationAttribution):
         the model's own prediction). Details per example in ``self.last_results``."""
         if kwargs:
             raise TypeError(f"InputReduction.attribute got unexpected arguments {sorted(kwargs)}")
-        is_tuple = isinstance(inputs, tuple)
-        ids = inputs[0] if is_tuple else inputs
-        if not isinstance(ids, Tensor) or ids.dim() != 2 or ids.is_floating_point():
-            raise ValueError("inputs must be a (batch, sequence) tensor of token ids")
-        extra = additional_forward_args if isinstance(additional_forward_args, tuple) else \
-            (() if additional_forward_args is None else (additional_forward_args,))
-        attention = extra[0] if extra and isinstance(extra[0], Tensor) else torch.ones_like(ids)
-        if attention.shape != ids.shape:
-            raise ValueError("additional_forward_args[0] must be the attention mask, shaped "
-                             "like the inputs")
-        if isinstance(feature_mask, tuple):
-            feature_mask = feature_mask[0]
-        if feature_mask is None:
-            feature_mask = torch.arange(ids.shape[1]).expand(ids.shape).clone()
-            feature_mask[attention.cpu() == 0] = -1
-        feature_mask = renumber_features(feature_mask, ids.shape)
+        is_tuple, ids, attention, feature_mask = attribute_inputs(
+            inputs, additional_forward_args, feature_mask)
         beam_size = _check_beam(self.beam_size if beam_size is None else beam_size)
         importance = _check_importance(importance or self.importance)
-        saved = self.baseline_token
-        if baselines is not None:
-            self.baseline_token = int(torch.as_tensor(baselines).reshape(-1)[0])
         model = self.forward_func
-        try:
-            with eval_mode(model):
-                evaluator = self._evaluator(ids.cpu(), attention.cpu(), feature_mask,
-                                            pad_token_id, show_progress)
-                best, original, labels = self._run(
-                    evaluator, target, beam_size, importance,
-                    self.min_confidence if min_confidence is None else min_confidence,
-                    show_progress)
-        finally:
-            self.baseline_token = saved
+        with baseline_token_from(self, baselines), eval_mode(model):
+            evaluator = self._evaluator(ids.cpu(), attention.cpu(), feature_mask,
+                                        pad_token_id, show_progress)
+            best, original, labels = self._run(
+                evaluator, target, beam_size, importance,
+                self.min_confidence if min_confidence is None else min_confidence,
+                show_progress)
         attr = torch.zeros(ids.shape, dtype=torch.float32)
         for b in range(len(ids)):
             path = list(best[b].removed)

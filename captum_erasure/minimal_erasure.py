@@ -65,8 +65,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .explain import eval_mode
-from .flips import (FlipResult, SetEvaluator, encode_texts, flip_targets, is_flip,
-                    prune, renumber_features, verified_results)
+from .flips import (FlipResult, SetEvaluator, attribute_inputs, baseline_token_from,
+                    encode_texts, flip_targets, is_flip, prune, verified_results)
 
 SENTENCE_END = {".", "!", "?", "...", ";"}
 FIRST_FLIP_RESERVE = 4  # rows kept for pruning a first flip found in the last search round
@@ -687,47 +687,19 @@ class MinimalErasure(PerturbationAttribution):
         """
         if kwargs:
             raise TypeError(f"MinimalErasure.attribute got unexpected arguments {sorted(kwargs)}")
-        is_tuple = isinstance(inputs, tuple)
-        ids = inputs[0] if is_tuple else inputs
-        if isinstance(feature_mask, tuple):
-            feature_mask = feature_mask[0]
-        extra = additional_forward_args if isinstance(additional_forward_args, tuple) else \
-            (() if additional_forward_args is None else (additional_forward_args,))
-        if not isinstance(ids, Tensor) or ids.dim() != 2 or ids.is_floating_point():
-            raise ValueError("inputs must be a (batch, sequence) tensor of token ids")
-        attention = extra[0] if extra and isinstance(extra[0], Tensor) else \
-            torch.ones_like(ids)
-        if attention.shape != ids.shape:
-            raise ValueError("additional_forward_args[0] must be the attention mask, shaped "
-                             "like the inputs")
-        if feature_mask is None:  # every attended token is its own word
-            feature_mask = torch.arange(ids.shape[1]).expand(ids.shape).clone()
-            feature_mask[attention.cpu() == 0] = -1
-        if not isinstance(feature_mask, Tensor) or feature_mask.is_floating_point() or \
-                feature_mask.shape[-1] != ids.shape[1]:
-            raise ValueError("feature_mask must be an integer tensor shaped like the inputs")
-        feature_mask = renumber_features(feature_mask, ids.shape)
-        saved = self.baseline_token
-        if baselines is not None:
-            self.baseline_token = int(torch.as_tensor(baselines).reshape(-1)[0])
+        is_tuple, ids, attention, feature_mask = attribute_inputs(
+            inputs, additional_forward_args, feature_mask)
         model = self.forward_func
-        try:
-            with eval_mode(model):
-                batch = self._batch(ids.cpu(), attention.cpu(), feature_mask, sentence_words,
-                                    target, pad_token_id, show_progress)
-                found, probs, messages = self._search(batch, max_evaluations, show_progress)
-                # Final verification in token space (one row per example with a set).
-                checked = [b for b, f in enumerate(found) if f is not None]
-                out = batch.evaluator.evaluate([(b, found[b]) for b in checked],
-                                               desc="verification")
-        finally:
-            self.baseline_token = saved
+        with baseline_token_from(self, baselines), eval_mode(model):
+            batch = self._batch(ids.cpu(), attention.cpu(), feature_mask, sentence_words,
+                                target, pad_token_id, show_progress)
+            # In token space the pruned set's own evaluated row is its verification.
+            found, probs, messages = self._search(batch, max_evaluations, show_progress)
         attr = torch.zeros(ids.shape, dtype=torch.float32)
         results = []
-        verified = dict(zip(checked, out))
         for b in range(len(ids)):
             label = int(batch.original[b].argmax())
-            row = verified.get(b)
+            row = probs[b]
             flipped = row is not None and bool(is_flip(row[None], label, batch.targets[b])[0])
             if flipped:
                 attr[b] = torch.isin(feature_mask[b], torch.tensor(found[b])).float()
