@@ -238,3 +238,27 @@ def load_vader_lexicon() -> pd.DataFrame:
     [-4, 4]), ``std`` (spread of the ~10 human ratings).  Words are as in VADER
     (lower-case words, plus emoticons and a few acronyms); one row per word."""
     return _parse_lexicon().copy()
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+
+# -- human agreement --------------------------------------------------------------------------
+def vader_valences() -> dict[str, float]:
+    """Word -> mean human valence in [-4, 4] from the VADER lexicon in the cached
+    ``vaderSentiment`` sdist (fetched once with pip; a clear error says where to put the file
+    when offline)."""
+    from captum_erasure.data import load_vader_lexicon
+    frame = load_vader_lexicon()
+    return dict(zip(frame["word"].str.lower(), frame["valence"].astype(float)))
+

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import torch
 
-from .corpus import corpus_word_importance
-from .data import load_rotten_tomatoes
-from .default_model import default_model_info, load_default_model
-from .explain import explain_texts, explanations_to_frame, format_table
-from .plots import plot_word_heatmap, save_html
+from captum_erasure.data import load_rotten_tomatoes
+from captum_erasure.explain.corpus import corpus_word_importance
+from captum_erasure.explain.plots import plot_word_heatmap, save_html
+from captum_erasure.explain.report import explanations_to_frame, format_table
+from captum_erasure.explain.texts import explain_texts
+from captum_erasure.models.default import default_model_info, load_default_model
 
 PAPER_SENTENCE = "Effective but too-tepid biopic"  # Li et al. Figure 5
 

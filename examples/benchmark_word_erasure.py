@@ -22,7 +22,7 @@ from captum.attr import FeatureAblation
 
 from captum_erasure import WordErasure, word_feature_mask
 from captum_erasure.data import load_rotten_tomatoes
-from captum_erasure.default_model import load_default_model
+from captum_erasure.models.default import load_default_model
 
 
 def bare_forward_seconds(model, rows, batch_size: int) -> float:

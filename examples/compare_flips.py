@@ -44,9 +44,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from captum_erasure import EngineStats, InputReduction, MinimalErasure, greedy_flip  # noqa: E402,E501
-from captum_erasure.corpus import markdown_table  # noqa: E402
-from captum_erasure.data import load_rotten_tomatoes  # noqa: E402
-from captum_erasure.default_model import load_default_model  # noqa: E402
+from captum_erasure.explain.report import markdown_table
+from captum_erasure.data import load_rotten_tomatoes
+from captum_erasure.models.default import load_default_model
 
 
 def whitespace_tokens_touched(text: str, words: list[str], erased: list[int],

@@ -4,7 +4,7 @@
   within a budget of predictions whose erasure changes the model's label
   (:class:`captum_erasure.MinimalErasure`).
 - Greedy erasure flip: the baseline that erases the most important words (leave-one-out
-  order) until the label changes (:func:`captum_erasure.flips.greedy_flip`).
+  order) until the label changes (:func:`captum_erasure.attr.flip.greedy.greedy_flip`).
 - Input reduction (Feng et al. 2018): remove the least important words while the label stays
   (:class:`captum_erasure.InputReduction`).
 
@@ -129,7 +129,7 @@ class MinimalErasureFlipGenerator(ErasureGenerator):
         }
 
     def run_method(self, model, tokenizer, texts, labels, config):
-        from captum_erasure.minimal_erasure import MinimalErasure
+        from captum_erasure.attr.flip.minimal_erasure import MinimalErasure
         target = class_index(config.get(TARGET_CLASS_KEY), labels, TARGET_CLASS_KEY)
         budget = _number(config, BUDGET_KEY, self.max_evaluations, int)
         explainer = self.explainer
@@ -161,7 +161,7 @@ class GreedyErasureFlipGenerator(ErasureGenerator):
         }
 
     def run_method(self, model, tokenizer, texts, labels, config):
-        from captum_erasure.flips import greedy_flip
+        from captum_erasure.attr.flip.greedy import greedy_flip
         target = class_index(config.get(TARGET_CLASS_KEY), labels, TARGET_CLASS_KEY)
         max_erasures = _number(config, MAX_ERASURES_KEY, self.max_erasures, int)
         results = greedy_flip(model, texts, tokenizer=tokenizer, target=target,
@@ -197,7 +197,7 @@ class InputReductionGenerator(ErasureGenerator):
         }
 
     def run_method(self, model, tokenizer, texts, labels, config):
-        from captum_erasure.input_reduction import InputReduction
+        from captum_erasure.attr.input_reduction import InputReduction
         beam = _number(config, BEAM_KEY, self.beam_size, int)
         importance = config.get(IMPORTANCE_KEY) or self.importance
         if importance not in IMPORTANCES:

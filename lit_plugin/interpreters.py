@@ -25,10 +25,10 @@ from lit_nlp.api import types as lit_types
 from lit_nlp.lib import utils as lit_utils
 from torch import nn
 
-from captum_erasure.explain import (_check_text, check_model_and_tokenizer, explain_texts,
-                                    max_tokens_of)
-from captum_erasure.marginalization import InputMarginalization
-from captum_erasure.text import word_feature_mask
+from captum_erasure._core.text import check_text, check_model_and_tokenizer, max_tokens_of
+from captum_erasure.explain.texts import explain_texts
+from captum_erasure.attr.marginalization import InputMarginalization
+from captum_erasure._core.text import word_feature_mask
 
 TARGET_KEY = "_salience_target"
 SCORE_KEY = "Score"
@@ -107,7 +107,7 @@ def texts_of(inputs: Sequence[dict], text_field: str, component: str) -> list[st
     for position, example in enumerate(inputs):
         if text_field not in example:
             raise ValueError(f"{component}: example {position} has no {text_field!r} field")
-        texts.append(_check_text(example[text_field], position))
+        texts.append(check_text(example[text_field], position))
     return texts
 
 
@@ -374,7 +374,7 @@ class MinimalFlipSetInterpreter(WordSalienceInterpreter):
         self.seed = seed
 
     def explain(self, model, tokenizer, texts, target, config):
-        from captum_erasure.minimal_erasure import MinimalErasure
+        from captum_erasure.attr.flip.minimal_erasure import MinimalErasure
         encoding, mask = encode_words(model, tokenizer, texts)
         predicted = _predicted(model, encoding)
         targets = [None if target is None or target == int(p) else target for p in predicted]
@@ -399,7 +399,7 @@ class InputReductionOrderInterpreter(WordSalienceInterpreter):
         self.beam_size = beam_size
 
     def explain(self, model, tokenizer, texts, target, config):
-        from captum_erasure.input_reduction import InputReduction
+        from captum_erasure.attr.input_reduction import InputReduction
         encoding, mask = encode_words(model, tokenizer, texts)
         predicted = _predicted(model, encoding)
         if target is not None and any(int(p) != target for p in predicted):

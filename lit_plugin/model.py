@@ -23,7 +23,7 @@ from lit_nlp.api import model as lit_model
 from lit_nlp.api import types as lit_types
 from torch import nn
 
-from captum_erasure.explain import eval_mode
+from captum_erasure._core.text import eval_mode
 
 logger = logging.getLogger(__name__)
 

@@ -175,7 +175,7 @@ def load_models(args: argparse.Namespace) -> tuple[HFSequenceClassifier, Any]:
         model = AutoModelForSequenceClassification.from_pretrained(args.model).eval()
         tokenizer = AutoTokenizer.from_pretrained(args.model)
     else:
-        from captum_erasure.default_model import load_default_model
+        from captum_erasure.models.default import load_default_model
         model, tokenizer = load_default_model()
     lit_model = HFSequenceClassifier(model, tokenizer,
                                      max_minibatch_size=args.max_minibatch_size)
@@ -185,14 +185,14 @@ def load_models(args: argparse.Namespace) -> tuple[HFSequenceClassifier, Any]:
     elif args.mlm:
         mlm = (AutoModelForMaskedLM.from_pretrained(args.mlm).eval(),
                AutoTokenizer.from_pretrained(args.mlm))
-        from captum_erasure.marginalization import InputMarginalization
+        from captum_erasure.attr.marginalization import InputMarginalization
         try:  # fail at launch, not at the first request, when the vocabularies differ
             InputMarginalization(model, mlm[0], tokenizer=tokenizer, mlm_tokenizer=mlm[1])
         except ValueError as err:
             raise SystemExit(f"--mlm {args.mlm} cannot serve input marginalization for this "
                              f"classifier: {err}") from None
     elif not args.model:
-        from captum_erasure.default_mlm import default_mlm_dir, load_default_mlm
+        from captum_erasure.models.default_mlm import default_mlm_dir, load_default_mlm
         if (default_mlm_dir() / "info.json").is_file():
             mlm = load_default_mlm()
         else:

@@ -1,0 +1,143 @@
+"""Classifier probabilities of examples with *sets* of words erased, through the engine
+(memoised: a set is never evaluated twice for an example)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+from torch import Tensor
+
+from captum_erasure._core.engine import (
+    EngineStats,
+    PerturbationEngine,
+    Row,
+    engine_for_call,
+)
+from captum_erasure._core.scores import OUTPUT_KINDS, log_probs
+from captum_erasure._core.text import (
+    feature_ids,
+)
+
+SET_MODES = ("delete", "replace", "attention")
+
+
+# -- evaluating erased sets ---------------------------------------------------------------------
+class SetEvaluator:
+    """Classifier probabilities of examples with *sets* of words erased, through the engine.
+
+    ``evaluate([(example, erased_feature_ids), ...])`` runs all rows in packed batches and
+    returns float64 probabilities ``(rows, n_classes)``; ``rows_per_example`` counts the rows
+    each example has cost so far.
+    """
+
+    @classmethod
+    def for_method(cls, method: Any, input_ids: Tensor, attention_mask: Tensor,
+                   feature_mask: Tensor, pad_token_id: int,
+                   show_progress: bool) -> "SetEvaluator":
+        """The evaluator a flip method's options ask for (its forward, mode, baseline token,
+        output kind and batching)."""
+        baseline = method.baseline_token
+        return cls(method.forward_func, input_ids, attention_mask, feature_mask,
+                   mode=method.mode, baseline_id=pad_token_id if baseline is None else baseline,
+                   pad_token_id=pad_token_id, output=method.output, batch_size=method.batch_size,
+                   max_tokens=method.max_tokens, device=method.device, autocast=method.autocast,
+                   show_progress=show_progress)
+
+    def __init__(self, forward_func: Callable, input_ids: Tensor, attention_mask: Tensor,
+                 feature_mask: Tensor, *, mode: str = "delete", baseline_id: int = 0,
+                 pad_token_id: int = 0, output: str = "logits", batch_size: int | None = None,
+                 max_tokens: int | None = None, device: torch.device | str | None = None,
+                 autocast: bool | torch.dtype = False, show_progress: bool = False,
+                 engine: PerturbationEngine | None = None) -> None:
+        if mode not in SET_MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose one of {SET_MODES}")
+        if output not in OUTPUT_KINDS:
+            raise ValueError(f"output must be one of {OUTPUT_KINDS}, got {output!r}")
+        if input_ids.dim() != 2 or attention_mask.shape != input_ids.shape or \
+                feature_mask.shape[-1] != input_ids.shape[1]:
+            raise ValueError(
+                f"input_ids {tuple(input_ids.shape)}, attention mask "
+                f"{tuple(attention_mask.shape)} and feature mask {tuple(feature_mask.shape)} "
+                "must all be (batch, sequence)")
+        self.ids = input_ids.cpu()
+        self.attention = attention_mask.cpu()
+        self.mask = feature_mask.cpu().long().expand(input_ids.shape)
+        self.mode, self.baseline_id, self.pad_token_id = mode, baseline_id, pad_token_id
+        self.output = output
+        self.features = [feature_ids(row) for row in self.mask]
+        for example, features in enumerate(self.features):
+            if not features:
+                raise ValueError(f"example {example} has no erasable words (empty text or a "
+                                 "feature mask without features)")
+        self.lengths = self.attention.ne(0).sum(1)
+        self.engine = engine or engine_for_call(
+            forward_func, forward_func, n_examples=len(self.ids), perturbations_per_eval=None,
+            batch_size=batch_size, max_tokens=max_tokens, device=device, autocast=autocast,
+            show_progress=show_progress)
+        self.rows_per_example = [0] * len(self.ids)
+        self._memo: dict[tuple[int, tuple], Tensor] = {}
+        self._sizes = [{f: int((self.mask[b] == f).sum()) for f in feats}
+                       for b, feats in enumerate(self.features)]
+
+    @property
+    def stats(self) -> EngineStats:
+        return self.engine.stats
+
+    def _length(self, example: int, erased: tuple) -> int:
+        if self.mode != "delete":
+            return int(self.lengths[example])
+        return int(self.lengths[example]) - sum(self._sizes[example][f] for f in erased)
+
+    def collate(self, rows: Sequence[Row]) -> tuple:
+        return self.collate_with_features(rows)[:2]
+
+    def collate_with_features(self, rows: Sequence[Row]) -> tuple[Tensor, Tensor, Tensor]:
+        """Token ids, attention mask and feature mask of each row with its set erased."""
+        examples = torch.tensor([r.example for r in rows])
+        ids, attention, mask = self.ids[examples], self.attention[examples], self.mask[examples]
+        erase = torch.zeros(ids.shape, dtype=torch.bool)
+        for i, row in enumerate(rows):
+            if row.data:
+                erase[i] = torch.isin(mask[i], torch.tensor(row.data)) & (mask[i] >= 0)
+        if self.mode == "replace":
+            ids = ids.masked_fill(erase, self.baseline_id)
+        elif self.mode == "attention":
+            attention = attention.masked_fill(erase, 0)
+        else:
+            keep = ~erase & attention.ne(0)
+            # A stable sort puts the kept tokens first, in their original order.
+            order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices
+            n_keep = keep.sum(1)
+            order = order[:, :int(n_keep.max())]
+            pad = torch.arange(order.shape[1]) >= n_keep[:, None]
+            ids = ids.gather(1, order).masked_fill(pad, self.pad_token_id)
+            attention = attention.gather(1, order).masked_fill(pad, 0)
+            mask = mask.gather(1, order).masked_fill(pad, -1)
+        width = int(attention.ne(0).long().cumsum(1).argmax(1).max()) + 1
+        if self.mode != "delete":
+            mask = mask.masked_fill(erase, -1)
+        return ids[:, :width], attention[:, :width], mask[:, :width]
+
+    def evaluated(self, example: int) -> dict[tuple, Tensor]:
+        """Every set evaluated so far for ``example`` (sorted feature ids -> probabilities)."""
+        return {erased: row for (b, erased), row in self._memo.items() if b == example}
+
+    def evaluate(self, requests: Sequence[tuple[int, Iterable[int]]],
+                 desc: str = "erased sets") -> Tensor:
+        """Probabilities (float64, one row per request) of each example with its set erased.
+        A set already evaluated for an example is answered from memory (no row spent)."""
+        keys = [(example, tuple(sorted(set(int(f) for f in erased))))
+                for example, erased in requests]
+        new = list(dict.fromkeys(key for key in keys if key not in self._memo))
+        rows = [Row(example, -1, self._length(example, erased), erased)
+                for example, erased in new]
+        for example, _ in new:
+            self.rows_per_example[example] += 1
+        if rows:
+            out = log_probs(self.engine.run(rows, self.collate, desc=desc), self.output).exp()
+            self._memo.update(zip(new, out))
+        if not keys:
+            return torch.empty(0, 0, dtype=torch.float64)
+        return torch.stack([self._memo[key] for key in keys])
+

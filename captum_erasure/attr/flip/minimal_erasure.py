@@ -1,0 +1,484 @@
+"""Minimal erasure that flips the decision (Li, Monroe & Jurafsky 2016, section 5).
+
+Find a small set D of words whose erasure changes the classifier's label (Eq. 2). A policy
+(:mod:`.policy`) reads the classifier's own representation of every word and defines a
+Bernoulli over z_t (1 = erase word t); it is trained with REINFORCE on the reward of Eqs. 3-5
+and a learned baseline (Eq. 7), the classifier frozen. Choices the paper leaves open are
+documented in :mod:`.policy` and the README (MLP policy, gamma = 0.002, a KL pull towards a
+sparse Bernoulli(0.1) prior against erasing everything).
+
+``fit`` trains the policy once over a corpus (amortised). ``explain``/``attribute`` search per
+example within ``max_evaluations`` predictions per text (everything counted): leave-one-out
+probes of the policy's top ``probes`` words, then rounds of the per-example log-odds model of
+:mod:`.search`, then (no flip in budget) the greedy path, the one step that may exceed the
+budget. The smallest flipping set found is pruned to 1-minimal and verified by a forward pass
+on the remaining text. All masks of all examples of a round go through the shared engine in
+one batched pass; a mask already evaluated is never evaluated again.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+import pandas as pd
+import torch
+from captum.attr import PerturbationAttribution
+from captum.log import log_usage
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from captum_erasure._core.inputs import attribute_inputs, baseline_token_from
+from captum_erasure._core.text import encode_texts, eval_mode
+from captum_erasure._core.word_sets import SetEvaluator
+from captum_erasure.attr.flip._common import (
+    FlipResult,
+    flip_targets,
+    is_flip,
+    prune,
+    verified_results,
+)
+from captum_erasure.attr.flip.policy import (
+    ErasurePolicy,
+    HiddenStates,
+    RewardBaseline,
+    rewards,
+    sentence_pairs,
+    sparsity_kl,
+    word_representations,
+)
+from captum_erasure.attr.flip.search import FIRST_FLIP_RESERVE, TextSearch
+
+
+@dataclass
+class _Batch:
+    """What the search needs about a batch of examples."""
+
+    evaluator: SetEvaluator
+    words: Tensor        # (B, W, d) word representations
+    valid: Tensor        # (B, W) word exists
+    pairs: Tensor        # (B, W-1) same-sentence neighbours
+    original: Tensor     # (B, C) probabilities of the unperturbed inputs
+    targets: list        # per example: class to flip towards, or None
+
+
+class MinimalErasure(PerturbationAttribution):
+    """Smallest set of words whose erasure flips the decision: a REINFORCE policy (amortised,
+    ``fit``) and a per-example model-guided search within a budget of predictions.
+
+    Args:
+        forward_func: the classifier, called as ``forward_func(input_ids, attention_mask)``;
+            returns logits (or ``output="probs"``/``"log_probs"``) or an HF output with
+            ``.logits``. It is never trained.
+        representation: the policy's input, a callable ``(input_ids, attention_mask) ->
+            (batch, seq, dim)`` of token vectors (pooled per word); default: the classifier's
+            last hidden states (:class:`HiddenStates`).
+        gamma: weight of the contiguity regulariser (Eq. 4).
+        samples: masks sampled per example per step of ``fit``.
+        max_evaluations: predictions per text the explain-time search stays within (see the
+            module docstring); ``explain``/``attribute`` can override it per call.
+        probes: words erased one at a time first, in the policy's order.
+        per_round, candidates, ridge, noise: masks evaluated per text per round; words whose
+            subsets are enumerated; ridge weight and log-odds noise of the per-example model.
+        refine_steps, refine_learning_rate: REINFORCE steps (``samples`` masks per text each,
+            within the budget) on a copy of the policy for the texts being explained, before
+            the probes; the samples also feed the per-example model. Default 0 (README).
+        prior, prior_weight: the sparse Bernoulli prior of the policy and the weight of its
+            KL term during ``fit``.
+        mode: how a word is erased: ``"delete"`` (default), ``"replace"`` or ``"attention"``.
+        seed: seeds the policy's initial weights and every sampling call (reproducible).
+    """
+
+    def __init__(self, forward_func: Callable, representation: Callable | None = None, *,
+                 gamma: float = 0.002, samples: int = 10, max_evaluations: int = 75,
+                 probes: int = 40, per_round: int = 8, candidates: int = 12,
+                 ridge: float = 0.3, noise: float = 0.5, refine_steps: int = 0,
+                 refine_learning_rate: float = 1e-2, hidden: int = 64,
+                 learning_rate: float = 1e-3,
+                 prior: float = 0.1, prior_weight: float = 0.05,
+                 mode: str = "delete", baseline_token: int | None = None,
+                 output: str = "logits", batch_size: int | None = None,
+                 max_tokens: int | None = None, device: torch.device | str | None = None,
+                 autocast: bool | torch.dtype = False, seed: int = 0) -> None:
+        super().__init__(forward_func)
+        if min(samples, max_evaluations, per_round, candidates) < 1 or probes < 0:
+            raise ValueError("samples, max_evaluations, per_round and candidates must be >= 1 "
+                             "and probes >= 0")
+        if ridge <= 0 or noise <= 0 or refine_steps < 0:
+            raise ValueError("ridge and noise must be > 0 and refine_steps >= 0")
+        if gamma < 0:
+            raise ValueError(f"gamma must be >= 0, got {gamma}")
+        self.representation = representation
+        self.gamma, self.samples, self.max_evaluations = gamma, samples, max_evaluations
+        self.per_round, self.candidates, self.ridge, self.noise = (per_round, candidates, ridge,
+                                                                   noise)
+        self.hidden, self.learning_rate, self.mode = hidden, learning_rate, mode
+        self.baseline_token, self.output = baseline_token, output
+        self.batch_size, self.max_tokens, self.device, self.autocast = (
+            batch_size, max_tokens, device, autocast)
+        if not 0 < prior < 1 or prior_weight < 0:
+            raise ValueError("prior must be in (0, 1) and prior_weight >= 0")
+        self.prior, self.prior_weight = prior, prior_weight
+        self.probes = probes
+        self.refine_steps, self.refine_learning_rate = refine_steps, refine_learning_rate
+        self.seed = seed
+        self.policy: ErasurePolicy | None = None
+        self.baseline: RewardBaseline | None = None
+        self._optimizer: torch.optim.Optimizer | None = None
+        self.history = pd.DataFrame()
+        self.last_stats = None
+        self.last_results: list[FlipResult] | list[dict] = []
+
+    # -- building blocks --------------------------------------------------------------------
+    def _representation(self) -> Callable:
+        if self.representation is not None:
+            return self.representation
+        model = self.forward_func
+        if isinstance(model, nn.Module) and hasattr(model, "config"):
+            return HiddenStates(model)
+        raise ValueError("no default representation for this forward_func (not a Hugging Face "
+                         "model): pass representation=, a callable (input_ids, attention_mask) "
+                         "-> (batch, seq, dim) token vectors")
+
+    def _ensure_networks(self, dim: int) -> None:
+        if self.policy is not None:
+            if self.policy.norm.normalized_shape[0] != dim:
+                raise ValueError(f"the representation has {dim} dimensions but the policy was "
+                                 f"built for {self.policy.norm.normalized_shape[0]}")
+            return
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            self.policy = ErasurePolicy(dim, self.hidden, self.prior)
+            self.baseline = RewardBaseline(dim, self.hidden)
+        self._optimizer = torch.optim.Adam(
+            itertools.chain(self.policy.parameters(), self.baseline.parameters()),
+            lr=self.learning_rate)
+
+    def _evaluator(self, ids: Tensor, attention: Tensor, mask: Tensor, pad_token_id: int,
+                   show_progress: bool) -> SetEvaluator:
+        return SetEvaluator.for_method(self, ids, attention, mask, pad_token_id, show_progress)
+
+    def _batch(self, ids: Tensor, attention: Tensor, mask: Tensor, words: Sequence | None,
+               target: Any, pad_token_id: int, show_progress: bool) -> _Batch:
+        evaluator = self._evaluator(ids, attention, mask, pad_token_id, show_progress)
+        n_words = max(len(f) for f in evaluator.features)
+        for b, feats in enumerate(evaluator.features):
+            if feats != list(range(len(feats))):
+                raise ValueError(f"example {b}: feature mask ids must be 0..n-1 per example "
+                                 "(as word_feature_mask gives)")
+        original = evaluator.evaluate([(b, ()) for b in range(len(ids))], desc="originals")
+        device = evaluator.engine.device
+        with torch.no_grad():
+            states = self._representation()(ids.to(device), attention.to(device))
+        evaluator.stats.forward_passes += 1
+        evaluator.stats.rows += len(ids)
+        for b in range(len(ids)):  # the representation forward is one classifier row too
+            evaluator.rows_per_example[b] += 1
+        reps = word_representations(states.detach(), mask.to(device), n_words)
+        self._ensure_networks(reps.shape[-1])
+        valid = torch.zeros(len(ids), n_words, dtype=torch.bool)
+        for b, feats in enumerate(evaluator.features):
+            valid[b, :len(feats)] = True
+        pairs = sentence_pairs(words, n_words) if words is not None else \
+            valid[:, 1:] & valid[:, :-1]
+        targets = flip_targets(target, len(ids), original.shape[1])
+        return _Batch(evaluator, reps, valid, pairs, original, targets)
+
+    @staticmethod
+    def _flips(batch: _Batch, examples: Sequence[int], out: Tensor) -> Tensor:
+        return torch.stack([is_flip(out[i:i + 1], int(batch.original[b].argmax()),
+                                    batch.targets[b])[0] for i, b in enumerate(examples)]) \
+            if len(examples) else torch.zeros(0, dtype=torch.bool)
+
+    # -- amortised training ---------------------------------------------------------------------
+    def fit(self, texts: Iterable[str] | Iterable[Sequence[str]], *, tokenizer: Any,
+            epochs: int = 1, batch_size: int = 16, target: Any = None,
+            max_length: int | None = None, truncate: bool = True,
+            show_progress: bool = True) -> pd.DataFrame:
+        """Train the policy and the baseline once over a corpus (amortised): per step a batch
+        of texts, ``samples`` masks per text, all evaluated in one batched pass. ``texts`` is a
+        sequence of strings (batched here) or an iterable of batches (lists of strings).
+        Returns (and appends to ``self.history``) one row per step: mean reward, flip rate of
+        the samples, mean |D| of the flipping samples, mean erase probability, classifier rows.
+        """
+        if epochs < 1 or batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1")
+        texts = list(texts)
+        batches = [list(b) for b in texts] if texts and not isinstance(texts[0], str) else \
+            [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
+        if not batches:
+            raise ValueError("fit needs at least one text")
+        generator = torch.Generator().manual_seed(self.seed)
+        rows = []
+        steps = tqdm(total=epochs * len(batches), desc="MinimalErasure.fit", unit="step",
+                     disable=not show_progress, leave=False)
+        model = self.forward_func if isinstance(self.forward_func, nn.Module) else None
+        with eval_mode(model):
+            for epoch in range(epochs):
+                order = torch.randperm(len(batches), generator=generator).tolist()
+                for index in order:
+                    encoded = encode_texts(self.forward_func, tokenizer, batches[index],
+                                           max_length=max_length, truncate=truncate)
+                    batch = self._batch(encoded.input_ids, encoded.attention_mask,
+                                        encoded.feature_mask, encoded.words, target,
+                                        tokenizer.pad_token_id, False)
+                    rows.append(dict(epoch=epoch, **self._train_step(batch, generator)))
+                    steps.update(1)
+                    steps.set_postfix(reward=f"{rows[-1]['mean_reward']:.3f}",
+                                      flips=f"{rows[-1]['flip_rate']:.2f}")
+        steps.close()
+        history = pd.DataFrame(rows)
+        self.history = pd.concat([self.history, history], ignore_index=True)
+        return history
+
+    def _train_step(self, batch: _Batch, generator: torch.Generator,
+                    networks: tuple | None = None) -> dict:
+        """One REINFORCE step on ``networks`` (policy, baseline, optimizer; default: the
+        amortised ones)."""
+        policy, baseline, optimizer = networks or (self.policy, self.baseline, self._optimizer)
+        policy.train()
+        logits = policy(batch.words, batch.valid)                          # (B, W)
+        probs = torch.sigmoid(logits)
+        k = self.samples
+        masks = torch.bernoulli(probs.detach()[:, None].expand(-1, k, -1).contiguous(),
+                                generator=generator) * batch.valid[:, None]  # (B, K, W)
+        requests = [(b, masks[b, s].nonzero().flatten().tolist())
+                    for b in range(len(masks)) for s in range(k)]
+        out = batch.evaluator.evaluate(requests, desc="policy samples")
+        examples = [b for b, _ in requests]
+        flipped = self._flips(batch, examples, out).reshape(len(masks), k)
+        reward = rewards(flipped, masks, batch.pairs[:, None], self.gamma)  # (B, K)
+        log_prob = (masks * torch.nn.functional.logsigmoid(logits)[:, None] +
+                    (1 - masks) * torch.nn.functional.logsigmoid(-logits)[:, None])
+        log_prob = (log_prob * batch.valid[:, None]).sum(-1)                # (B, K)
+        predicted = baseline(batch.words, batch.valid)                      # (B,)
+        advantage = reward - predicted.detach()[:, None]
+        loss = -(advantage * log_prob).mean() + \
+            ((predicted[:, None] - reward) ** 2).mean() + \
+            self.prior_weight * sparsity_kl(probs, batch.valid, self.prior)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        policy.eval()
+        sizes = masks.sum(-1)
+        return dict(mean_reward=float(reward.mean()), flip_rate=float(flipped.float().mean()),
+                    mean_erased_when_flipped=float(sizes[flipped].mean()) if flipped.any()
+                    else float("nan"),
+                    erase_probability=float(probs.detach()[batch.valid].mean()),
+                    baseline_error=float((predicted.detach()[:, None] - reward).abs().mean()),
+                    rows=len(requests))
+
+    # -- explain-time search --------------------------------------------------------------------
+    def _refined_logits(self, batch: _Batch) -> Tensor:
+        """The policy's logits after ``refine_steps`` REINFORCE steps on these texts' own
+        sampled masks (copies of the policy and baseline: the amortised ones stay as
+        fitted). Without steps, the amortised policy's logits."""
+        if not self.refine_steps:
+            with torch.no_grad():
+                return self.policy(batch.words, batch.valid)
+        policy, baseline = copy.deepcopy(self.policy), copy.deepcopy(self.baseline)
+        optimizer = torch.optim.Adam(itertools.chain(policy.parameters(),
+                                                     baseline.parameters()),
+                                     lr=self.refine_learning_rate)
+        generator = torch.Generator().manual_seed(self.seed)
+        for _ in range(self.refine_steps):
+            self._train_step(batch, generator, (policy, baseline, optimizer))
+        with torch.no_grad():
+            return policy(batch.words, batch.valid)
+
+    def _search(self, batch: _Batch, max_evaluations: int | None,
+                show_progress: bool) -> tuple[list, list, list]:
+        """Probe, then model-guided rounds, then (only without a flip) the greedy path; the
+        best set is pruned. Returns per example: the set (feature ids) or None, its
+        probabilities, and a message."""
+        evaluator, n = batch.evaluator, len(batch.original)
+        budget = self.max_evaluations if max_evaluations is None else max_evaluations
+        if budget < 1:
+            raise ValueError(f"max_evaluations must be >= 1, got {budget}")
+        logits = self._refined_logits(batch)
+        texts: list[TextSearch | None] = [None] * n
+        messages = [""] * n
+        for b in range(n):
+            label, target = int(batch.original[b].argmax()), batch.targets[b]
+            if target is not None and label == target:
+                messages[b] = f"the text is already predicted as the target class {target}"
+                continue
+            n_words = int(batch.valid[b].sum())
+            texts[b] = TextSearch(batch.original[b], label, target,
+                                  torch.argsort(-logits[b, :n_words], stable=True).tolist(),
+                                  ridge=self.ridge, noise=self.noise,
+                                  candidates=self.candidates)
+            for mask, row in evaluator.evaluated(b).items():  # the refinement's samples
+                if mask:
+                    texts[b].record(mask, row)
+        live = [b for b in range(n) if texts[b] is not None]
+        # Round 0: the policy's top words, one at a time (leave-one-out for short texts).
+        requests = []
+        for b in live:
+            room = budget - evaluator.rows_per_example[b] - 1
+            requests += [(b, (f,)) for f in texts[b].policy_order[:max(0, min(self.probes,
+                                                                                 room))]]
+        bar = tqdm(desc="MinimalErasure", unit="round", disable=not show_progress, leave=False)
+        self._record(evaluator, texts, requests, "probes")
+        bar.update(1)
+        while True:  # model-guided rounds, all texts' proposals in one batched evaluation
+            requests = []
+            for b in live:
+                search = texts[b]
+                if search.best is not None and len(search.best) == 1:
+                    continue
+                # Keep rows for the verification and for pruning the best set: its subsets
+                # (small sets) or restoring words one by one and the minimality check.
+                size = len(search.best) if search.best is not None else FIRST_FLIP_RESERVE
+                reserve = 1 + (size if size <= self.per_round else 2 * size)
+                room = budget - evaluator.rows_per_example[b] - reserve
+                requests += [(b, mask) for mask in search.proposals(min(self.per_round, room))]
+            if not requests:
+                break
+            self._record(evaluator, texts, requests, "erasure masks")
+            bar.update(1)
+        bar.close()
+        self._greedy_fallback(evaluator, texts, live)
+        done = [b for b in live if texts[b].best is not None]
+        pruned, pruned_probs = prune(
+            evaluator, done, [list(texts[b].best) for b in done],
+            [texts[b].label for b in done], [texts[b].target for b in done],
+            [texts[b].best_probs for b in done],
+            [texts[b].restore_order(texts[b].best) for b in done])
+        found: list = [None] * n
+        probs: list = [None] * n
+        for b, erased, row in zip(done, pruned, pruned_probs):
+            found[b], probs[b] = erased, row
+        for b in live:
+            if found[b] is None:
+                messages[b] = (f"no flipping set found within the budget of {budget} "
+                               "predictions, nor on the greedy path")
+        return found, probs, messages
+
+    @staticmethod
+    def _record(evaluator: SetEvaluator, texts: list, requests: list, desc: str) -> None:
+        if requests:
+            out = evaluator.evaluate(requests, desc=desc)
+            for (b, mask), row in zip(requests, out):
+                texts[b].record(mask, row)
+
+    def _greedy_fallback(self, evaluator: SetEvaluator, texts: list, live: list[int]) -> None:
+        """Texts without a flip after the search: the greedy baseline's path (erase the top
+        1, 2, ... words by leave-one-out gain). Eight evenly spaced prefix sizes first, then
+        bisection below the smallest that flips; only when none of them flips, every
+        remaining prefix, so every text greedy erasure flips is flipped (all words probed)."""
+        paths = {b: texts[b].greedy_path() for b in live if texts[b].best is None}
+
+        def prefix(b: int, k: int) -> tuple:
+            return tuple(sorted(paths[b][:k]))
+
+        requests = [(b, prefix(b, k)) for b, path in paths.items()
+                    for k in sorted({math.ceil(len(path) * j / 8) for j in range(1, 9)})]
+        whole: set[int] = set()
+        while requests:
+            self._record(evaluator, texts, requests, "greedy fallback")
+            requests = []
+            for b, path in paths.items():
+                flipping = [k for k in range(1, len(path) + 1) if texts[b].flips(prefix(b, k))]
+                if not flipping:
+                    if b not in whole:  # no checkpoint flips: every prefix, once
+                        whole.add(b)
+                        requests += [(b, prefix(b, k)) for k in range(1, len(path) + 1)]
+                    continue
+                high = flipping[0]  # every evaluated shorter prefix does not flip
+                low = max((k for k in range(1, high) if texts[b].known(prefix(b, k))),
+                          default=0)
+                if high - low > 1:
+                    requests.append((b, prefix(b, (low + high) // 2)))
+
+    # -- public entry points --------------------------------------------------------------------
+    def explain(self, texts: str | Sequence[str], *, tokenizer: Any, target: Any = None,
+                max_evaluations: int | None = None, max_length: int | None = None,
+                truncate: bool = False, units: str = "words",
+                show_progress: bool = False) -> list[FlipResult]:
+        """The minimal flipping set of words of each text, verified.
+
+        ``target=None`` flips away from the predicted class; a class index (or one per text)
+        flips towards it. ``max_evaluations`` overrides the budget of predictions per text
+        (everything counted in ``forward_passes``: the original, the representation, the
+        search, pruning and the verification; only the greedy fallback of a text without a
+        flip, and pruning a set found in the last round, can go beyond it). ``units="words"``
+        erases the tokenizer's words, ``"whitespace"`` whitespace tokens (as LIT's
+        AblationFlip).
+        """
+        model = self.forward_func
+        encoded = encode_texts(model, tokenizer, texts, max_length=max_length,
+                               truncate=truncate, units=units)
+        with eval_mode(model):
+            batch = self._batch(encoded.input_ids, encoded.attention_mask,
+                                encoded.feature_mask, encoded.words, target,
+                                tokenizer.pad_token_id, show_progress)
+            found, _, messages = self._search(batch, max_evaluations, show_progress)
+            results = verified_results(model, tokenizer, encoded, batch.evaluator, found,
+                                       batch.original, batch.targets,
+                                       [f is not None for f in found], "minimal_erasure",
+                                       messages)
+        self.last_stats = batch.evaluator.stats
+        self.last_results = results
+        return results
+
+    @log_usage(part_of_slo=True)
+    def attribute(self, inputs: Tensor | tuple[Tensor], baselines: Any = None,
+                  target: Any = None, additional_forward_args: Any = None,
+                  feature_mask: Tensor | None = None, max_evaluations: int | None = None,
+                  show_progress: bool = False, pad_token_id: int = 0,
+                  sentence_words: Sequence[Sequence[str]] | None = None, **kwargs: Any) -> Any:
+        """Captum-style: a tensor shaped like ``inputs`` holding 1 on the tokens of the words
+        of the verified minimal flipping set and 0 elsewhere (all 0 when no flip was found).
+
+        ``additional_forward_args[0]`` is the attention mask; ``feature_mask`` groups tokens
+        into words (``word_feature_mask``; -1 never erased); ``target=None`` flips away from
+        the predicted class, a class index flips towards it. ``baselines`` (a token id) is the
+        replacement in ``mode="replace"``. Per-example details are in ``self.last_results``.
+        """
+        if kwargs:
+            raise TypeError(f"MinimalErasure.attribute got unexpected arguments {sorted(kwargs)}")
+        is_tuple, ids, attention, feature_mask = attribute_inputs(
+            inputs, additional_forward_args, feature_mask)
+        model = self.forward_func
+        with baseline_token_from(self, baselines), eval_mode(model):
+            batch = self._batch(ids.cpu(), attention.cpu(), feature_mask, sentence_words,
+                                target, pad_token_id, show_progress)
+            # In token space the pruned set's own evaluated row is its verification.
+            found, probs, messages = self._search(batch, max_evaluations, show_progress)
+        attr = torch.zeros(ids.shape, dtype=torch.float32)
+        results = []
+        for b in range(len(ids)):
+            label = int(batch.original[b].argmax())
+            row = probs[b]
+            flipped = row is not None and bool(is_flip(row[None], label, batch.targets[b])[0])
+            if flipped:
+                attr[b] = torch.isin(feature_mask[b], torch.tensor(found[b])).float()
+            results.append(dict(erased=sorted(found[b]) if flipped else [], flipped=flipped,
+                                original_label=label, new_label=int(row.argmax()) if flipped
+                                else label, message="" if flipped else messages[b],
+                                forward_passes=batch.evaluator.rows_per_example[b]))
+        self.last_stats = batch.evaluator.stats
+        self.last_results = results
+        attr = attr.to(ids.device)
+        return (attr,) if is_tuple else attr
+
+    # -- persistence ----------------------------------------------------------------------------
+    def save_policy(self, path: str) -> None:
+        """Save the trained policy and baseline (a weights-only torch file)."""
+        if self.policy is None:
+            raise ValueError("no policy to save: call fit (or explain) first")
+        torch.save({"policy": self.policy.state_dict(), "baseline": self.baseline.state_dict(),
+                    "dim": self.policy.norm.normalized_shape[0], "hidden": self.hidden}, path)
+
+    def load_policy(self, path: str) -> None:
+        state = torch.load(path, weights_only=True)
+        self.hidden = int(state["hidden"])
+        self.policy = None
+        self._ensure_networks(int(state["dim"]))
+        self.policy.load_state_dict(state["policy"])
+        self.baseline.load_state_dict(state["baseline"])
+

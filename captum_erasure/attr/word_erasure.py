@@ -1,0 +1,306 @@
+"""Word erasure (Li, Monroe & Jurafsky 2016, section 4) as a Captum attribution."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from captum.attr import FeatureAblation, InterpretableInput
+from captum.log import log_usage
+from torch import Tensor, nn
+
+from captum_erasure._core.engine import (
+    EngineStats,
+    Row,
+    engine_for_call,
+    score_erasures,
+)
+from captum_erasure._core.hooks import input_embeddings, zeroing
+from captum_erasure._core.scores import OUTPUT_KINDS, check_score
+from captum_erasure._core.text import NOT_A_FEATURE, feature_ids
+
+MODES = ("replace", "delete", "attention", "zero")
+
+
+@dataclass
+class WordScores:
+    """Per-feature (word) scores of a batch, before they are spread onto tokens."""
+
+    scores: Tensor            # (n_examples, max_words) float64, NaN beyond each example's words
+    feature_ids: list         # per example: the feature-mask id of each scored word, in order
+    original_outputs: Tensor  # (n_examples, n_outputs), the unperturbed forward outputs
+    targets: Tensor | None    # (n_examples,) class each score refers to
+    stats: EngineStats        # forward passes and rows this call spent
+    feature_mask: Tensor | None = None  # (n_examples, seq_len) the mask the words came from
+
+
+def _interpretable_call(extra: tuple) -> bool:
+    """True inside Captum's LLMAttribution, whose forward receives the InterpretableInput:
+    the inputs are then 0/1 feature indicators, not token ids."""
+    return any(isinstance(a, InterpretableInput) for a in extra)
+
+
+class WordErasure(FeatureAblation):
+    """Importance of each word = change of the target's score when the word is erased.
+
+    A drop-in Captum ``FeatureAblation`` for token-id inputs, with ``score=`` (default
+    ``"eq1"``, Li et al.'s relative log-likelihood change; see :mod:`captum_erasure._core.scores`) and
+    ``mode=``:
+
+    - ``"replace"``: tokens replaced by ``baselines`` (default 0, Captum's default: BERT's
+      ``[PAD]``, but ``<s>`` for RoBERTa vocabularies: pass ``tokenizer.pad_token_id``).
+    - ``"delete"``: tokens removed and the sequence re-packed (right padding), which is what Li
+      et al. mean by erasing a word. Needs the attention mask.
+    - ``"attention"``: attention-mask entries set to 0. Needs the attention mask.
+    - ``"zero"``: the token's input embedding vector set to 0 (needs ``embedding_layer`` unless
+      the model has ``get_input_embeddings``).
+
+    The forward is called as ``forward_func(input_ids, *additional_forward_args)`` and must
+    return ``(rows, n_classes)`` logits (or ``output=`` ``"probs"``/``"log_probs"``), or an HF
+    output with ``.logits``. ``additional_forward_args[attention_mask_index]`` is the attention
+    mask. Other forward arguments shaped like the inputs (e.g. ``token_type_ids``) are treated
+    per token (and re-packed in delete mode); tensors with one row per example are repeated per
+    perturbation; anything else is passed unchanged.
+
+    ``pad_token_id`` (default 0) fills the right padding of re-packed rows in delete mode; it is
+    always under a zero attention mask.
+
+    ``feature_mask`` groups tokens into words (see :func:`captum_erasure.word_feature_mask`);
+    tokens with a negative id are never erased and get attribution 0. Without a mask every
+    attended token is its own feature.
+
+    Batching: all perturbations of all examples in the call are packed into forwards of
+    ``batch_size`` rows (and at most ``max_tokens`` padded tokens). ``perturbations_per_eval``
+    keeps Captum's meaning when given: ``perturbations_per_eval x n_examples`` rows per forward.
+    Float inputs, and Captum's interpretable indicator tensors inside ``LLMAttribution`` (whose
+    forward receives the ``InterpretableInput``), are ablated by replacement with the raw
+    ``"output_diff"`` score by default, one row per forward unless told otherwise (that forward
+    takes one row), exactly like ``FeatureAblation``.
+    """
+
+    def __init__(self, forward_func: Callable, *, output: str = "logits",
+                 batch_size: int | None = None, max_tokens: int | None = None,
+                 device: torch.device | str | None = None, autocast: bool | torch.dtype = False,
+                 attention_mask_index: int = 0, pad_token_id: int = 0,
+                 embedding_layer: nn.Module | None = None) -> None:
+        super().__init__(forward_func)
+        if output not in OUTPUT_KINDS:
+            raise ValueError(f"output must be one of {OUTPUT_KINDS}, got {output!r}")
+        self.output = output
+        self.batch_size = batch_size
+        self.max_tokens = max_tokens
+        self.device = device
+        self.autocast = autocast
+        self.attention_mask_index = attention_mask_index
+        self.pad_token_id = pad_token_id
+        self.embedding_layer = embedding_layer
+        self.last_stats: EngineStats | None = None
+
+    # -- Captum API -------------------------------------------------------------------------
+    @log_usage(part_of_slo=True)
+    def attribute(self, inputs: Tensor | tuple[Tensor], baselines: Any = None, target: Any = None,
+                  additional_forward_args: Any = None, feature_mask: Tensor | None = None,
+                  perturbations_per_eval: int | None = None, show_progress: bool = False,
+                  score: str | None = None, mode: str = "replace", **kwargs: Any) -> Any:
+        """Captum-style attribution: a tensor shaped like ``inputs`` where every token holds
+        its word's score (0 for tokens that are not features). With ``score="output_diff"``
+        and no target, the shape is ``(n_examples, n_outputs, seq_len)``."""
+        if kwargs:
+            raise TypeError(f"WordErasure.attribute got unexpected arguments {sorted(kwargs)}")
+        is_tuple = isinstance(inputs, tuple)
+        ids = inputs[0] if is_tuple else inputs
+        if is_tuple and len(inputs) != 1:
+            raise ValueError("WordErasure takes one input tensor (token ids)")
+        if isinstance(feature_mask, tuple):
+            feature_mask = feature_mask[0]
+        words = self.attribute_words(ids, baselines, target, additional_forward_args,
+                                     feature_mask, perturbations_per_eval, show_progress,
+                                     score, mode)
+        attr = self._spread_to_tokens(words, words.feature_mask).to(ids.device)
+        return (attr,) if is_tuple else attr
+
+    def attribute_future(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("WordErasure does not support futures")
+
+    # -- word-level API ---------------------------------------------------------------------
+    def attribute_words(self, inputs: Tensor, baselines: Any = None, target: Any = None,
+                        additional_forward_args: Any = None, feature_mask: Tensor | None = None,
+                        perturbations_per_eval: int | None = None, show_progress: bool = False,
+                        score: str | None = None, mode: str = "replace") -> WordScores:
+        """One score per feature (word) and example, plus the original outputs and targets."""
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
+        if not isinstance(inputs, Tensor) or inputs.dim() != 2:
+            raise ValueError("inputs must be a (batch, sequence) tensor of token ids, got "
+                             f"{getattr(inputs, 'shape', type(inputs))}")
+        extra = self._extra_args(additional_forward_args)
+        is_ids = not inputs.is_floating_point() and not _interpretable_call(extra)
+        score = check_score(score or ("eq1" if is_ids else "output_diff"))
+        if not is_ids and mode != "replace":
+            raise ValueError(f"mode={mode!r} needs token ids; float or interpretable inputs "
+                             "only support mode='replace'")
+        mask = self._feature_mask(inputs, feature_mask, extra)
+        feats = [feature_ids(row) for row in mask]
+        for example, row_feats in enumerate(feats):
+            if not row_feats:
+                raise ValueError(
+                    f"example {example} has no erasable tokens (empty or whitespace-only text, "
+                    "or a feature mask that marks every token as not a feature)")
+        n_examples = inputs.shape[0]
+        attention = self._attention_mask(inputs, extra, required=mode in ("delete", "attention"),
+                                         mode=mode)
+        collate, forward = self._collate_and_forward(inputs, baselines, extra, mask, attention,
+                                                     mode)
+        engine = engine_for_call(
+            forward, self.forward_func, n_examples=n_examples,
+            perturbations_per_eval=perturbations_per_eval, batch_size=self.batch_size,
+            max_tokens=self.max_tokens, device=self.device, autocast=self.autocast,
+            show_progress=show_progress, one_row_per_example=not is_ids)
+        lengths = self._row_lengths(mask, attention)
+
+        def length(example: int, feature: int) -> int:
+            if mode != "delete" or feature < 0:
+                return int(lengths[example])
+            return int(lengths[example] - (mask[example] == feature).sum())
+
+        originals = [Row(b, -1, length(b, -1), -1) for b in range(n_examples)]
+        erasures = (Row(b, slot, length(b, f), f)
+                    for b in range(n_examples) for slot, f in enumerate(feats[b]))
+        result = score_erasures(
+            engine, collate, originals, erasures, n_slots=max(map(len, feats)), target=target,
+            score=score, output_kind=self.output, total=sum(map(len, feats)),
+            desc=f"{self.get_name()} ({mode})")
+        for example, row_feats in enumerate(feats):
+            result.scores[example, ..., len(row_feats):] = float("nan")
+        self.last_stats = engine.stats
+        return WordScores(result.scores, feats, result.original_outputs, result.targets,
+                          engine.stats, mask)
+
+    # -- helpers ----------------------------------------------------------------------------
+    @staticmethod
+    def _extra_args(additional_forward_args: Any) -> tuple:
+        if additional_forward_args is None:
+            return ()
+        if isinstance(additional_forward_args, tuple):
+            return additional_forward_args
+        return (additional_forward_args,)
+
+    def _attention_mask(self, inputs: Tensor, extra: tuple, required: bool,
+                        mode: str) -> Tensor | None:
+        idx = self.attention_mask_index
+        mask = extra[idx] if idx < len(extra) else None
+        if isinstance(mask, Tensor) and mask.shape == inputs.shape:
+            return mask
+        if required:
+            raise ValueError(
+                f"mode={mode!r} needs the attention mask, shaped like the inputs, as "
+                f"additional_forward_args[{idx}] (set attention_mask_index to move it)")
+        return None
+
+    def _feature_mask(self, inputs: Tensor, feature_mask: Tensor | None, extra: tuple) -> Tensor:
+        if feature_mask is None:
+            mask = torch.arange(inputs.shape[1]).expand(inputs.shape).clone()
+            attention = self._attention_mask(inputs, extra, required=False, mode="")
+            if attention is not None and not inputs.is_floating_point():
+                mask[attention.cpu() == 0] = NOT_A_FEATURE
+            return mask
+        if not isinstance(feature_mask, Tensor) or feature_mask.is_floating_point():
+            raise TypeError("feature_mask must be an integer tensor")
+        if feature_mask.dim() != 2 or feature_mask.shape[1] != inputs.shape[1] or \
+                feature_mask.shape[0] not in (1, inputs.shape[0]):
+            raise ValueError(
+                f"feature_mask shape {tuple(feature_mask.shape)} does not match inputs shape "
+                f"{tuple(inputs.shape)} (expected (batch or 1, {inputs.shape[1]}))")
+        return feature_mask.cpu().long().expand(inputs.shape)
+
+    def _row_lengths(self, mask: Tensor, attention: Tensor | None) -> Tensor:
+        """Attended tokens per example (the token budget's unit)."""
+        if attention is not None:
+            return attention.cpu().ne(0).sum(1)
+        return torch.full((mask.shape[0],), mask.shape[1])
+
+    def _baseline_ids(self, inputs: Tensor, baselines: Any) -> Tensor:
+        if baselines is None:
+            baselines = 0
+        if isinstance(baselines, tuple):
+            baselines = baselines[0]
+        base = torch.as_tensor(baselines, dtype=inputs.dtype)
+        if base.dim() == 2 and base.shape[0] in (1, inputs.shape[0]) and \
+                base.shape[1] == inputs.shape[1]:
+            return base.expand(inputs.shape)
+        if base.dim() == 0:
+            return base.expand(inputs.shape)
+        raise ValueError(f"baselines must be a scalar or shaped like the inputs "
+                         f"{tuple(inputs.shape)}, got {tuple(base.shape)}")
+
+    def _collate_and_forward(self, inputs: Tensor, baselines: Any, extra: tuple, mask: Tensor,
+                             attention: Tensor | None, mode: str) -> tuple[Callable, Callable]:
+        inputs_cpu = inputs.cpu()
+        n_examples = inputs.shape[0]
+        per_token = [isinstance(a, Tensor) and a.shape == inputs.shape for a in extra]
+        per_example = [isinstance(a, Tensor) and not per_token[i] and a.dim() >= 1
+                       and a.shape[0] == n_examples for i, a in enumerate(extra)]
+        extra_cpu = [a.cpu() if per_token[i] or per_example[i] else a
+                     for i, a in enumerate(extra)]
+        base = self._baseline_ids(inputs_cpu, baselines) if mode == "replace" else None
+        am_idx = self.attention_mask_index
+        if attention is not None:
+            columns = torch.arange(inputs.shape[1]).expand(inputs.shape)
+            attended_width = (columns * attention.cpu().ne(0)).amax(1) + 1
+
+        def collate(rows: list[Row]) -> tuple:
+            examples = torch.tensor([r.example for r in rows])
+            features = torch.tensor([r.data for r in rows])
+            erase = (mask[examples] == features[:, None]) & (features[:, None] >= 0)
+            ids = inputs_cpu[examples]
+            args = [a[examples] if per_token[i] or per_example[i] else a
+                    for i, a in enumerate(extra_cpu)]
+            if attention is not None and mode != "delete":
+                # Right padding shared by every row of the chunk is dead weight: drop it.
+                width = int(attended_width[examples].max())
+                ids, erase = ids[:, :width], erase[:, :width]
+                args = [a[:, :width] if per_token[i] else a for i, a in enumerate(args)]
+            if mode == "replace":
+                ids = torch.where(erase, base[examples, :ids.shape[1]], ids)
+            elif mode == "attention":
+                args[am_idx] = args[am_idx].masked_fill(erase, 0)
+            elif mode == "delete":
+                keep = ~erase & args[am_idx].ne(0)
+                # Stable sort puts kept positions first, in their original order.
+                order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices
+                n_keep = keep.sum(1)
+                order = order[:, :int(n_keep.max())]
+                pad = torch.arange(order.shape[1]) >= n_keep[:, None]
+                ids = ids.gather(1, order).masked_fill(pad, self.pad_token_id)
+                args = [a.gather(1, order).masked_fill(pad, 0) if per_token[i] else a
+                        for i, a in enumerate(args)]
+            elif mode == "zero":
+                return (~erase, ids, *args)
+            return (ids, *args)
+
+        if mode != "zero":
+            return collate, self.forward_func
+        embedding = self.embedding_layer or input_embeddings(self.forward_func)
+        if embedding is None:
+            raise ValueError("mode='zero' needs the embedding module: pass embedding_layer= "
+                             "(or use a model with get_input_embeddings())")
+
+        def forward_with_zeroed_vectors(keep: Tensor, *args: Any) -> Any:
+            with zeroing([embedding], [keep], over="positions"):
+                return self.forward_func(*args)
+
+        return collate, forward_with_zeroed_vectors
+
+    @staticmethod
+    def _spread_to_tokens(words: WordScores, mask: Tensor) -> Tensor:
+        scores = words.scores
+        shape = scores.shape[:-1] + (mask.shape[1],)
+        attr = torch.zeros(shape, dtype=torch.float64)
+        for example, feats in enumerate(words.feature_ids):
+            slot_of = {f: s for s, f in enumerate(feats)}
+            for pos, feature in enumerate(mask[example].tolist()):
+                if feature >= 0:
+                    attr[example, ..., pos] = scores[example, ..., slot_of[feature]]
+        return attr.float()
+

@@ -1,0 +1,223 @@
+"""Corpus-level word importance (Li, Monroe & Jurafsky 2016, Tables 1-3) and the per-occurrence
+negative-importance error analysis (Table 2).
+
+Every occurrence of a word is erased on its own and scored (Eq. 1 by default); a word type's
+importance is the mean over its occurrences. Texts are streamed group by group, and only running
+statistics per word type plus a bounded heap of the most negative occurrences are kept, so memory
+is O(vocabulary + keep_negative) whatever the corpus size.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+from torch import nn
+from tqdm.auto import tqdm
+
+from captum_erasure.explain.report import markdown_table
+from captum_erasure.explain.texts import TextExplanation, iter_explanations
+
+TABLE_COLUMNS = ["word", "mean", "std", "count", "min", "max", "examples"]
+
+
+OCCURRENCE_COLUMNS = ["word", "score", "position", "sentence", "gold", "gold_label",
+                      "predicted", "predicted_label", "probability", "target", "target_label"]
+
+
+@dataclass
+class WordStats:
+    """Running statistics of one word type's per-occurrence scores (Welford's algorithm, which
+    stays accurate for Eq. 1 scores of very different sizes)."""
+
+    count: int = 0
+    mean: float = 0.0
+    m2: float = 0.0                 # sum of squared deviations from the mean
+    min: float = math.inf
+    max: float = -math.inf
+    examples: list[str] = field(default_factory=list)
+
+    def add(self, score: float) -> None:
+        self.count += 1
+        delta = score - self.mean
+        self.mean += delta / self.count
+        self.m2 += delta * (score - self.mean)
+        self.min = min(self.min, score)
+        self.max = max(self.max, score)
+
+    @property
+    def std(self) -> float:
+        """Sample standard deviation (NaN for a single occurrence)."""
+        return math.sqrt(self.m2 / (self.count - 1)) if self.count > 1 else math.nan
+
+
+class CorpusImportance:
+    """Per-word-type importance over a corpus plus the most negative single occurrences.
+
+    Filled by :func:`corpus_word_importance` (or :meth:`add` for explanations computed
+    elsewhere). ``lowercase`` folds word types; ``min_count`` is the default frequency cut-off
+    for the tables.
+    """
+
+    def __init__(self, *, lowercase: bool = True, min_count: int = 1, examples_per_word: int = 3,
+                 keep_negative: int = 200, score_name: str = "eq1", mode: str = "delete",
+                 target: Any = "predicted") -> None:
+        if keep_negative < 0 or examples_per_word < 0 or min_count < 1:
+            raise ValueError("keep_negative and examples_per_word must be >= 0, min_count >= 1")
+        self.lowercase = lowercase
+        self.min_count = min_count
+        self.examples_per_word = examples_per_word
+        self.keep_negative = keep_negative
+        self.score_name = score_name
+        self.mode = mode
+        self.target = target
+        self.stats: dict[str, WordStats] = {}
+        self.n_texts = 0
+        self.n_occurrences = 0
+        self._negative: list[tuple[float, int, dict]] = []  # heap keyed by -score
+        self._seen = itertools.count()
+
+    # -- filling ----------------------------------------------------------------------------
+    def key(self, word: str) -> str:
+        """The word type a word counts towards."""
+        return word.lower() if self.lowercase else word
+
+    def add(self, explanation: TextExplanation) -> None:
+        """Add every scored word occurrence of one explained text."""
+        self.n_texts += 1
+        for position, (word, score) in enumerate(zip(explanation.words, explanation.scores)):
+            if not math.isfinite(score):
+                continue
+            self.n_occurrences += 1
+            stats = self.stats.setdefault(self.key(word), WordStats())
+            stats.add(score)
+            if len(stats.examples) < self.examples_per_word and \
+                    explanation.text not in stats.examples:
+                stats.examples.append(explanation.text)
+            if score < 0 and self.keep_negative:
+                self._keep_if_negative_enough(word, score, position, explanation)
+
+    def _keep_if_negative_enough(self, word: str, score: float, position: int,
+                                 e: TextExplanation) -> None:
+        # Max-heap on score (min-heap on -score): the root is the least negative kept one.
+        # Ties keep the earlier occurrence (a later one has a smaller second key).
+        item = (-score, -next(self._seen), dict(
+            word=word, score=score, position=position, sentence=e.text, gold=e.gold,
+            gold_label=e.gold_label, predicted=e.predicted, predicted_label=e.predicted_label,
+            probability=e.probability, target=e.target, target_label=e.target_label))
+        if len(self._negative) < self.keep_negative:
+            heapq.heappush(self._negative, item)
+        else:
+            heapq.heappushpop(self._negative, item)
+
+    # -- views ------------------------------------------------------------------------------
+    def table(self, min_count: int | None = None) -> pd.DataFrame:
+        """One row per word type seen at least ``min_count`` times, by mean score descending."""
+        min_count = self.min_count if min_count is None else min_count
+        rows = [dict(word=w, mean=s.mean, std=s.std, count=s.count, min=s.min, max=s.max,
+                     examples=list(s.examples))
+                for w, s in self.stats.items() if s.count >= min_count]
+        frame = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+        frame = frame.sort_values(["mean", "count", "word"], ascending=[False, False, True],
+                                  kind="stable")
+        return frame.reset_index(drop=True)
+
+    def top_positive(self, n: int = 20, min_count: int | None = None) -> pd.DataFrame:
+        """The ``n`` types with the largest positive mean (Li et al. Table 1)."""
+        frame = self.table(min_count)
+        return frame[frame["mean"] > 0].head(n).reset_index(drop=True)
+
+    def top_negative(self, n: int = 20, min_count: int | None = None) -> pd.DataFrame:
+        """The ``n`` types with the most negative mean, most negative first."""
+        frame = self.table(min_count)
+        frame = frame[frame["mean"] < 0].sort_values(["mean", "count", "word"],
+                                                     ascending=[True, False, True], kind="stable")
+        return frame.head(n).reset_index(drop=True)
+
+    def negative_occurrences(self, n: int | None = None) -> pd.DataFrame:
+        """The most negative single occurrences (Li et al. Table 2), most negative first:
+        the model does better on that sentence without the word."""
+        kept = sorted(self._negative, key=lambda item: (-item[0], -item[1]))
+        rows = [record for _, _, record in kept][:n]
+        return pd.DataFrame(rows, columns=OCCURRENCE_COLUMNS)
+
+    def word(self, word: str) -> pd.Series:
+        """Statistics of one word type (Li et al. Table 3); NaN and count 0 if never seen."""
+        stats = self.stats.get(self.key(word))
+        if stats is None:
+            return pd.Series(dict(word=word, mean=math.nan, std=math.nan, count=0,
+                                  min=math.nan, max=math.nan, examples=[]))[TABLE_COLUMNS]
+        return pd.Series(dict(word=self.key(word), mean=stats.mean, std=stats.std,
+                              count=stats.count, min=stats.min, max=stats.max,
+                              examples=list(stats.examples)))[TABLE_COLUMNS]
+
+    def words(self, words: Iterable[str]) -> pd.DataFrame:
+        """:meth:`word` for several words, in the order given (Table 3 for chosen words)."""
+        return pd.DataFrame([self.word(w) for w in words], columns=TABLE_COLUMNS) \
+            .reset_index(drop=True)
+
+    def save(self, folder: str | Path, min_count: int | None = None) -> dict[str, Path]:
+        """Write the per-type table and the negative occurrences as CSV and Markdown."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        table = self.table(min_count)
+        table["examples"] = table["examples"].map(" || ".join)
+        frames = {"word_importance": table, "negative_occurrences": self.negative_occurrences()}
+        paths = {}
+        for name, frame in frames.items():
+            paths[f"{name}.csv"] = folder / f"{name}.csv"
+            frame.to_csv(paths[f"{name}.csv"], index=False)
+            paths[f"{name}.md"] = folder / f"{name}.md"
+            paths[f"{name}.md"].write_text(markdown_table(frame) + "\n", encoding="utf-8")
+        return paths
+
+    def __repr__(self) -> str:
+        return (f"CorpusImportance({len(self.stats)} word types, {self.n_occurrences} "
+                f"occurrences in {self.n_texts} texts, score={self.score_name!r}, "
+                f"mode={self.mode!r}, target={self.target!r})")
+
+
+def corpus_word_importance(model: nn.Module, tokenizer: Any, texts: Iterable[str],
+                           labels: Iterable[Any] | None = None, *, target: Any = None,
+                           score: str = "eq1", mode: str = "delete", texts_per_call: int = 64,
+                           min_count: int = 1, lowercase: bool = True,
+                           examples_per_word: int = 3, keep_negative: int = 200,
+                           show_progress: bool = True,
+                           **explain_kwargs: Any) -> CorpusImportance:
+    """Mean erasure importance of every word type over a corpus (Li et al. Tables 1-3) and the
+    most negative occurrences (Table 2).
+
+    Args:
+        texts, labels: any iterables (generators are read once, ``texts_per_call`` at a time).
+        target: ``"gold"`` (default when labels are given, as in the paper), ``"predicted"``
+            (default without labels) or a class index.
+        score, mode: as in :func:`~captum_erasure.explain.explain_texts`; each occurrence is
+            erased separately and the per-occurrence scores averaged per type.
+        min_count: default frequency cut-off for the tables.
+        lowercase: fold word types to lower case.
+        examples_per_word: example sentences kept per type.
+        keep_negative: how many of the most negative occurrences are kept.
+        explain_kwargs: passed on (``batch_size``, ``max_length``, ``truncate``, ``device``,
+            ``baseline_token``).
+    """
+    if target is None:
+        target = "gold" if labels is not None else "predicted"
+    result = CorpusImportance(lowercase=lowercase, min_count=min_count,
+                              examples_per_word=examples_per_word, keep_negative=keep_negative,
+                              score_name=score, mode=mode, target=target)
+    explanations = iter_explanations(model, tokenizer, texts, labels=labels, target=target,
+                                     score=score, mode=mode, texts_per_call=texts_per_call,
+                                     **explain_kwargs)
+    total = len(texts) if hasattr(texts, "__len__") and not isinstance(texts, str) else None
+    with tqdm(total=total, desc="corpus word importance", unit="text",
+              disable=not show_progress) as bar:
+        for explanation in explanations:
+            result.add(explanation)
+            bar.update(1)
+    return result
+

@@ -1,0 +1,1 @@
+"""Reproductions of the papers' experiments (today: Li, Monroe & Jurafsky 2016)."""

@@ -1,0 +1,113 @@
+"""The benchmark's quick mode end to end on tiny offline models, and its word alignment."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from captum_erasure.benchmark.run import QUICK, run_benchmark
+from captum_erasure.benchmark.examples import align_split_words, encode_examples, spread_words, words_from_pieces
+from captum_erasure.benchmark.runners import available_methods
+from mlm_toys import toy_classifier, toy_mlm, toy_tokenizer
+
+TEXTS = ["the film is unbelievable !", "a very dull movie", "not good , not fun",
+         "the plot was boring and dull", "a great film"]
+LABELS = [1, 0, 0, 0, 1]
+VALENCES = {"good": 1.9, "great": 3.1, "fun": 2.3, "dull": -1.7, "boring": -1.3, "bad": -2.5}
+
+
+def two_class(seed):
+    model = toy_classifier(seed=seed, num_labels=2)
+    model.config.id2label = {0: "negative", 1: "positive"}
+    model.config.label2id = {"negative": 0, "positive": 1}
+    return model
+
+
+def test_word_alignment():
+    tokenizer = toy_tokenizer()
+    (example,) = encode_examples(tokenizer, ["the film, unbelievable !"], [1])
+    assert example.words == ["the", "film", ",", "unbelievable", "!"]
+    # Pieces: the film , un ##believ ##able !  -> summed per word, or first piece per word.
+    pieces = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
+    assert words_from_pieces(example, pieces, "sum") == [1.0, 2.0, 3.0, 15.0, 7.0]
+    assert words_from_pieces(example, pieces, "first") == [1.0, 2.0, 3.0, 4.0, 7.0]
+    # str.split tokens: "the", "film," (two model words), "unbelievable", "!".
+    assert align_split_words(example, [0.5, 0.8, 0.1, -0.2]) == [0.5, 0.4, 0.4, 0.1, -0.2]
+    attr = spread_words([example], [[1.0, 2.0, 3.0, 4.0, 5.0]], 10)
+    assert attr[0].tolist() == [0, 1, 2, 3, 4, 4, 4, 5, 0, 0]
+    with pytest.raises(ValueError, match="empty"):
+        encode_examples(tokenizer, ["  "], [0])
+
+
+@pytest.fixture
+def one_thread():
+    """A 16-wide model spends its time in thread hand-offs: one thread is ~10x faster on a
+    busy 2-core machine."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+def test_quick_benchmark_writes_its_report(tmp_path, one_thread):
+    tokenizer = toy_tokenizer()
+    methods = ["Random", "WordErasure", "InputMarginalization", "IntegratedGradients",
+               "FeatureAblation", "Occlusion", "Lime", "KernelShap", "ShapleyValueSampling",
+               "LIT IG", "LIT LIME"]
+    assert set(methods) <= set(available_methods(mlm=object()))
+    result = run_benchmark(
+        two_class(0), tokenizer, TEXTS, LABELS, out=tmp_path, methods=methods,
+        mlm=toy_mlm(), valences=VALENCES,
+        consistency_models={"seed 0": two_class(0), "seed 1": two_class(1),
+                            "untrained": two_class(2)},
+        settings=QUICK, seed=0, model_name="tiny random BERT", show_progress=False)
+    assert result.failures == {}
+    summary = result.summary.set_index("method")
+    assert list(summary.index) == methods
+    for column in ("comprehensiveness", "aopc_sufficiency", "deletion_area", "masked_f1_auc",
+                   "auc_rep", "confidence_mae", "human_map", "seconds_per_example",
+                   "forward_calls_per_example"):
+        assert summary[column].notna().all(), column
+    # Consistency is NaN only where a method's saliency distances are all equal (e.g. Captum
+    # Lime's Lasso zeroing every word of a random toy model).
+    assert summary.loc["WordErasure", ["dataset_consistency", "rationale_consistency"]].notna().all()
+    # WordErasure: one original row plus one per word (mean words per snippet).
+    words = sum(len(e.words) for e in encode_examples(tokenizer, TEXTS, LABELS)) / len(TEXTS)
+    assert summary.loc["WordErasure", "rows_per_example"] == pytest.approx(1 + words)
+    assert summary.loc["InputMarginalization", "mlm_rows_per_example"] > 0
+    report = (tmp_path / "report.md").read_text()
+    assert "## Faithfulness" in report and "VADER" in report and "LIT LIME" in report
+    for name in ("summary.csv", "per_example.csv", "results.json", "curves.png",
+                 "cost_vs_faithfulness.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    meta = json.loads((tmp_path / "results.json").read_text())["meta"]
+    assert meta["n_examples"] == len(TEXTS)
+    assert len(result.per_example) == len(TEXTS) * len(methods)
+
+
+def test_command_line_quick_mode(tmp_path, monkeypatch, one_thread):
+    """`python -m captum_erasure.benchmark --quick` wiring, with the default model, MLM, data
+    and lexicon swapped for offline toys."""
+    import pandas as pd
+
+    import captum_erasure.benchmark as benchmark
+    import captum_erasure.benchmark.run as benchmark_run
+    import captum_erasure.data as data
+    import captum_erasure.models.default_mlm as default_mlm
+    import captum_erasure.models.default as default_model
+
+    tokenizer = toy_tokenizer()
+    monkeypatch.setattr(default_model, "load_default_model", lambda: (two_class(0), tokenizer))
+    monkeypatch.setattr(default_mlm, "load_default_mlm", lambda: (toy_mlm(), tokenizer))
+    frame = pd.DataFrame({"id": range(len(TEXTS)), "text": TEXTS, "rating": 0.0,
+                          "label": LABELS})
+    monkeypatch.setattr(data, "load_rotten_tomatoes", lambda split: frame)
+    monkeypatch.setattr(benchmark_run, "vader_valences", lambda: VALENCES)
+    result = benchmark.main(["--quick", "--no-consistency", "--no-progress", "--out",
+                             str(tmp_path), "--methods", "Random", "WordErasure",
+                             "FeatureAblation", "--n", "4"])
+    assert result.summary["method"].tolist() == ["Random", "WordErasure", "FeatureAblation"]
+    assert json.loads((tmp_path / "results.json").read_text())["meta"]["n_examples"] == 4
+    assert (tmp_path / "report.md").is_file()

@@ -1,0 +1,146 @@
+"""Corpus-level word importance and the negative-occurrence table."""
+
+import math
+from collections import defaultdict
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from captum_erasure.explain.corpus import CorpusImportance, WordStats, corpus_word_importance
+from captum_erasure.explain.texts import explain_texts
+
+CORPUS = [
+    "the movie was good", "the film was bad", "not a good movie", "the plot was dull",
+    "i liked it", "The acting was great !", "boring and dull", "it is not fun",
+    "a very good film", "the plot is bad but the acting is good", "unbelievable , good .",
+    "Good good good", "i liked the plot", "not bad", "dull , boring film",
+]
+LABELS = [2, 0, 0, 0, 2, 2, 0, 0, 2, 1, 2, 2, 2, 1, 0]
+
+
+def direct_occurrences(model, tokenizer, **kwargs):
+    """(lowercased word, score) for every occurrence, straight from explain_texts."""
+    explanations = explain_texts(model, tokenizer, CORPUS, **kwargs)
+    return [(w.lower(), s) for e in explanations for w, s in zip(e.words, e.scores)]
+
+
+@pytest.fixture(scope="module")
+def importance(tiny_model, tiny_tokenizer):
+    return corpus_word_importance(tiny_model, tiny_tokenizer, CORPUS, LABELS, texts_per_call=4,
+                                  keep_negative=5, show_progress=False)
+
+
+def test_means_equal_the_mean_of_per_occurrence_scores(importance, tiny_model, tiny_tokenizer):
+    by_word = defaultdict(list)
+    for word, score in direct_occurrences(tiny_model, tiny_tokenizer, labels=LABELS,
+                                          target="gold"):
+        by_word[word].append(score)
+    table = importance.table().set_index("word")
+    assert set(table.index) == set(by_word)
+    for word, scores in by_word.items():
+        row = table.loc[word]
+        assert row["count"] == len(scores)
+        assert row["mean"] == pytest.approx(np.mean(scores), rel=1e-4, abs=1e-6)
+        assert row["min"] == pytest.approx(min(scores), rel=1e-4, abs=1e-6)
+        assert row["max"] == pytest.approx(max(scores), rel=1e-4, abs=1e-6)
+        if len(scores) > 1:
+            assert row["std"] == pytest.approx(np.std(scores, ddof=1), rel=1e-3, abs=1e-6)
+        else:
+            assert math.isnan(row["std"])
+    assert table.loc["good", "count"] == 8  # "Good" folded into "good", repeats counted
+    assert importance.table()["mean"].is_monotonic_decreasing
+    assert importance.target == "gold"  # default when labels are given
+
+
+def test_negative_occurrences_are_the_most_negative_sorted_and_bounded(
+        importance, tiny_model, tiny_tokenizer):
+    scores = [s for _, s in direct_occurrences(tiny_model, tiny_tokenizer, labels=LABELS,
+                                               target="gold")]
+    negatives = sorted(s for s in scores if s < 0)
+    assert len(negatives) > 5, "the tiny model should produce some negative scores"
+    table = importance.negative_occurrences()
+    assert len(table) == 5
+    assert (table["score"] < 0).all()
+    assert table["score"].is_monotonic_increasing
+    np.testing.assert_allclose(table["score"], negatives[:5], rtol=1e-4, atol=1e-6)
+    assert len(importance.negative_occurrences(n=2)) == 2
+    row = table.iloc[0]
+    assert row["sentence"] in CORPUS and row["gold"] == LABELS[CORPUS.index(row["sentence"])]
+    assert row["word"].lower() == row["sentence"].split()[row["position"]].lower()
+
+
+def test_generator_input_and_texts_per_call_give_the_same_result(importance, tiny_model,
+                                                                 tiny_tokenizer):
+    streamed = corpus_word_importance(tiny_model, tiny_tokenizer, (t for t in CORPUS),
+                                      (label for label in LABELS), texts_per_call=1,
+                                      keep_negative=5, show_progress=True)
+    a, b = importance.table(), streamed.table()
+    assert a["word"].tolist() == b["word"].tolist()
+    np.testing.assert_allclose(a["mean"], b["mean"], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(importance.negative_occurrences()["score"],
+                               streamed.negative_occurrences()["score"], rtol=1e-4, atol=1e-6)
+    assert streamed.n_texts == len(CORPUS)
+
+
+def test_predicted_target_without_labels(tiny_model, tiny_tokenizer):
+    result = corpus_word_importance(tiny_model, tiny_tokenizer, CORPUS[:4], show_progress=False)
+    assert result.target == "predicted"
+    negatives = result.negative_occurrences()
+    assert negatives["gold"].isna().all()
+    assert (negatives["target"] == negatives["predicted"]).all()
+
+
+def test_word_lookup_and_rankings(importance):
+    table = importance.table()
+    good = importance.word("GOOD")
+    assert good["word"] == "good" and good["count"] == 8
+    assert good["mean"] == table.set_index("word").loc["good", "mean"]
+    assert len(good["examples"]) == 3 and good["examples"][0] == "the movie was good"
+    missing = importance.word("masterpiece")
+    assert missing["count"] == 0 and math.isnan(missing["mean"])
+    chosen = importance.words(["dull", "masterpiece", "good"])
+    assert chosen["word"].tolist() == ["dull", "masterpiece", "good"]
+    assert math.isnan(chosen.loc[1, "mean"])
+
+    positive, negative = importance.top_positive(n=3), importance.top_negative(n=3)
+    assert len(positive) <= 3 and (positive["mean"] > 0).all()
+    assert positive["mean"].is_monotonic_decreasing
+    assert (negative["mean"] < 0).all() and negative["mean"].is_monotonic_increasing
+    if len(negative):
+        assert negative.loc[0, "mean"] == table["mean"].min()
+    frequent = importance.table(min_count=3)
+    assert (frequent["count"] >= 3).all() and "good" in frequent["word"].tolist()
+    assert (importance.top_positive(n=100, min_count=3)["count"] >= 3).all()
+
+
+def test_save_writes_csv_and_markdown(importance, tmp_path):
+    paths = importance.save(tmp_path / "tables")
+    assert set(paths) == {"word_importance.csv", "word_importance.md",
+                          "negative_occurrences.csv", "negative_occurrences.md"}
+    for path in paths.values():
+        assert path.stat().st_size > 0
+    csv = pd.read_csv(paths["word_importance.csv"])
+    assert csv["word"].tolist() == importance.table()["word"].tolist()
+    markdown = paths["negative_occurrences.md"].read_text()
+    assert markdown.startswith("|") and "sentence" in markdown
+
+
+def test_welford_matches_numpy_and_memory_is_bounded():
+    stats = WordStats()
+    values = [1e3, -0.5, 2.0, 1e-3, 104.0]
+    for v in values:
+        stats.add(v)
+    assert stats.mean == pytest.approx(np.mean(values))
+    assert stats.std == pytest.approx(np.std(values, ddof=1))
+
+    from captum_erasure.explain.texts import TextExplanation
+    result = CorpusImportance(keep_negative=3, examples_per_word=1)
+    for i in range(50):
+        result.add(TextExplanation(text=f"w{i % 7} x", words=[f"w{i % 7}", "x"],
+                                   scores=[-(i % 11) / 10, float("nan")], predicted=0,
+                                   predicted_label="a", probability=0.5, target=0,
+                                   target_label="a", target_probability=0.5))
+    assert len(result._negative) == 3 and len(result.stats) == 7  # NaN occurrences skipped
+    assert all(len(s.examples) == 1 for s in result.stats.values())
+    assert result.negative_occurrences()["score"].tolist() == [-1.0, -1.0, -1.0]
