@@ -44,8 +44,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from captum_erasure import EngineStats, InputReduction, MinimalErasure, greedy_flip  # noqa: E402,E501
-from captum_erasure.explain.report import markdown_table
 from captum_erasure.data import load_rotten_tomatoes
+from captum_erasure.explain.report import markdown_table
 from captum_erasure.models.default import load_default_model
 
 

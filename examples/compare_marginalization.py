@@ -38,12 +38,12 @@ import torch
 from torch import Tensor, nn
 
 from captum_erasure import WordErasure
-from captum_erasure.data import load_rotten_tomatoes
-from captum_erasure.models.default_mlm import default_mlm_info, load_default_mlm
-from captum_erasure.models.default import load_default_model
-from captum_erasure.attr.marginalization import InputMarginalization
 from captum_erasure._core.masked_lm import token_feature_mask
+from captum_erasure.attr.marginalization import InputMarginalization
+from captum_erasure.data import load_rotten_tomatoes
 from captum_erasure.metrics.auc_rep import mlm_replacement_curves
+from captum_erasure.models.default import load_default_model
+from captum_erasure.models.default_mlm import default_mlm_info, load_default_mlm
 
 REFERENCE = "sigma = 1e-5"
 SETTINGS = [(REFERENCE, dict(threshold=1e-5)), ("sigma = 1e-4", dict(threshold=1e-4)),

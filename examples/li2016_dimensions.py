@@ -27,12 +27,23 @@ import numpy as np
 import pandas as pd
 import torch
 
+from captum_erasure.paper.li2016.figures import (
+    plot_dimension_heatmap,
+    plot_frequency_scatter,
+    plot_layer_heatmaps,
+)
 from captum_erasure.paper.li2016.glove import frequency_correlation, glove_vectors, log_ranks
-from captum_erasure.paper.li2016.lexical_mlp import FREQUENCY_DIMENSIONS, STRATEGIES, dimension_importance, dominance, train_lexical_model, unit_importance
+from captum_erasure.paper.li2016.lexical_mlp import (
+    FREQUENCY_DIMENSIONS,
+    STRATEGIES,
+    dimension_importance,
+    dominance,
+    train_lexical_model,
+    unit_importance,
+)
 from captum_erasure.paper.li2016.lexical_tasks import build_lexical_tasks
-from captum_erasure.paper.li2016.reported import FIGURE3_R_SQUARED, TABLE7_GLOVE
 from captum_erasure.paper.li2016.model_comparison import write_table
-from captum_erasure.paper.li2016.figures import plot_dimension_heatmap, plot_frequency_scatter, plot_layer_heatmaps
+from captum_erasure.paper.li2016.reported import FIGURE3_R_SQUARED, TABLE7_GLOVE
 
 FIGURE1_PANEL = {"vanilla": "c", "without d30": "d", "without d30, d25": "e",
                  "dropout 0.2": "f"}

@@ -29,12 +29,23 @@ import pandas as pd
 import torch
 
 from captum_erasure.data import load_rotten_tomatoes, load_vader_lexicon
-from captum_erasure.paper.li2016.glove import glove_tokenizer
-from captum_erasure.paper.li2016.reported import MODELS, SST_FINE_GRAINED_ACCURACY, TABLE3
-from captum_erasure.paper.li2016.model_comparison import chosen_words_by_model, corpus_importance_by_model, sentence_scores_by_model, top_words_by_model, trainable_parameters, write_table
-from captum_erasure.paper.li2016.figures import plot_importance_histogram
 from captum_erasure.explain.plots import plot_word_columns
-from captum_erasure.paper.li2016.rnn_models import ARCHITECTURES, load_sentiment_models, train_sentiment_model
+from captum_erasure.paper.li2016.figures import plot_importance_histogram
+from captum_erasure.paper.li2016.glove import glove_tokenizer
+from captum_erasure.paper.li2016.model_comparison import (
+    chosen_words_by_model,
+    corpus_importance_by_model,
+    sentence_scores_by_model,
+    top_words_by_model,
+    trainable_parameters,
+    write_table,
+)
+from captum_erasure.paper.li2016.reported import MODELS, SST_FINE_GRAINED_ACCURACY, TABLE3
+from captum_erasure.paper.li2016.rnn_models import (
+    ARCHITECTURES,
+    load_sentiment_models,
+    train_sentiment_model,
+)
 
 # Figure 5 sentences (text, gold label): the paper's example, rated -0.6 (in the data without
 # the hyphen), and sentences of Figure 5 and Table 2 as they appear in the data.

@@ -25,10 +25,14 @@ from lit_nlp.api import types as lit_types
 from lit_nlp.lib import utils as lit_utils
 from torch import nn
 
-from captum_erasure._core.text import check_text, check_model_and_tokenizer, max_tokens_of
-from captum_erasure.explain.texts import explain_texts
+from captum_erasure._core.text import (
+    check_model_and_tokenizer,
+    check_text,
+    max_tokens_of,
+    word_feature_mask,
+)
 from captum_erasure.attr.marginalization import InputMarginalization
-from captum_erasure._core.text import word_feature_mask
+from captum_erasure.explain.texts import explain_texts
 
 TARGET_KEY = "_salience_target"
 SCORE_KEY = "Score"

@@ -169,8 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def load_models(args: argparse.Namespace) -> tuple[HFSequenceClassifier, Any]:
     """The LIT model and the MLM source (a model, a background loader, or None)."""
-    from transformers import (AutoModelForMaskedLM, AutoModelForSequenceClassification,
-                              AutoTokenizer)
+    from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
     if args.model:
         model = AutoModelForSequenceClassification.from_pretrained(args.model).eval()
         tokenizer = AutoTokenizer.from_pretrained(args.model)

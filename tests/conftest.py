@@ -23,8 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach the hub from tests
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors  # noqa: E402
-from transformers import (BertConfig, BertForSequenceClassification,  # noqa: E402
-                          PreTrainedTokenizerFast)
+from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast  # noqa: E402
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
 TINY_VOCAB = SPECIAL_TOKENS + [

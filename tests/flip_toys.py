@@ -12,9 +12,8 @@ have small weights so that leave-one-out orders and reductions are not all ties.
 from __future__ import annotations
 
 import torch
-from torch import nn
-
 from conftest import TINY_VOCAB
+from torch import nn
 
 WEIGHTS = {"good": 2.0, "great": 2.0, "bad": -0.5, "fun": 0.25}
 BIAS = -1.0

@@ -8,8 +8,12 @@ from types import SimpleNamespace
 
 import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-from transformers import (BertConfig, BertForMaskedLM, BertForSequenceClassification,
-                          PreTrainedTokenizerFast)
+from transformers import (
+    BertConfig,
+    BertForMaskedLM,
+    BertForSequenceClassification,
+    PreTrainedTokenizerFast,
+)
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 WORDS = ["the", "a", "movie", "film", "was", "is", "good", "great", "bad", "boring", "not",

@@ -9,11 +9,12 @@ from captum.attr import LayerFeatureAblation
 from torch import nn
 from transformers import BertConfig, BertForSequenceClassification
 
-from captum_erasure.attr.embedding_dimensions import EmbeddingDimensionErasure
 from captum_erasure.attr._unit_erasure import DatasetImportance
+from captum_erasure.attr.embedding_dimensions import EmbeddingDimensionErasure
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from conftest import eq1_under_hook  # noqa: E402
+
 TIGHT = dict(rtol=1e-5, atol=1e-6)
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from captum.attr import PerturbationAttribution
+from flip_toys import MarkerBag
 
 from captum_erasure import InputReduction, ReductionResult, word_feature_mask
 from captum_erasure._core.engine import output_logits
 from captum_erasure._core.text import encode_texts
-from flip_toys import MarkerBag
 
 TEXT = "the movie was good and great but bad"   # score -1 + 2 + 2 - 0.5 = 2.5: positive
 

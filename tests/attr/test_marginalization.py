@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 from captum.attr import PerturbationAttribution
+from mlm_toys import TEXTS, VOCAB, TableMLM, toy_classifier, toy_mlm, toy_tokenizer
 
 from captum_erasure import word_feature_mask
 from captum_erasure.attr.marginalization import InputMarginalization, truncation_mask
-from mlm_toys import TEXTS, VOCAB, TableMLM, toy_classifier, toy_mlm, toy_tokenizer
 
 MASK = VOCAB.index("[MASK]")
 

@@ -6,11 +6,16 @@ import json
 
 import pytest
 import torch
-
-from captum_erasure.benchmark.run import QUICK, run_benchmark
-from captum_erasure.benchmark.examples import align_split_words, encode_examples, spread_words, words_from_pieces
-from captum_erasure.benchmark.runners import available_methods
 from mlm_toys import toy_classifier, toy_mlm, toy_tokenizer
+
+from captum_erasure.benchmark.examples import (
+    align_split_words,
+    encode_examples,
+    spread_words,
+    words_from_pieces,
+)
+from captum_erasure.benchmark.run import QUICK, run_benchmark
+from captum_erasure.benchmark.runners import available_methods
 
 TEXTS = ["the film is unbelievable !", "a very dull movie", "not good , not fun",
          "the plot was boring and dull", "a great film"]
@@ -95,8 +100,8 @@ def test_command_line_quick_mode(tmp_path, monkeypatch, one_thread):
     import captum_erasure.benchmark as benchmark
     import captum_erasure.benchmark.run as benchmark_run
     import captum_erasure.data as data
-    import captum_erasure.models.default_mlm as default_mlm
     import captum_erasure.models.default as default_model
+    import captum_erasure.models.default_mlm as default_mlm
 
     tokenizer = toy_tokenizer()
     monkeypatch.setattr(default_model, "load_default_model", lambda: (two_class(0), tokenizer))

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from captum_erasure import WordErasure, word_feature_mask
-from captum_erasure.explain.texts import TextExplanation, explain_texts, iter_explanations
 from captum_erasure.explain.report import explanations_to_frame, format_table
+from captum_erasure.explain.texts import TextExplanation, explain_texts, iter_explanations
 
 TEXTS = ["The movie was unbelievable, good.", "bad film", "i liked it but the plot was dull !",
          "not a very good movie"]

@@ -4,8 +4,14 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
+from captum_erasure.explain.plots import (
+    explanations_to_html,
+    normalized_scores,
+    plot_word_columns,
+    plot_word_heatmap,
+    save_html,
+)
 from captum_erasure.explain.texts import TextExplanation, explain_texts
-from captum_erasure.explain.plots import explanations_to_html, normalized_scores, plot_word_columns, plot_word_heatmap, save_html
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -16,12 +16,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from mlm_toys import toy_classifier, toy_mlm, toy_tokenizer
 
 from lit_plugin import HFSequenceClassifier
-from lit_plugin.generators import GREEDY_FLIP_NAME, INPUT_REDUCTION_NAME, MINIMAL_ERASURE_NAME
-from lit_plugin.generators import GreedyErasureFlipGenerator
+from lit_plugin.generators import (
+    GREEDY_FLIP_NAME,
+    INPUT_REDUCTION_NAME,
+    MINIMAL_ERASURE_NAME,
+    GreedyErasureFlipGenerator,
+)
 from lit_plugin.interpreters import MARGINALIZATION_NAME, WORD_ERASURE_NAME
-from mlm_toys import toy_classifier, toy_mlm, toy_tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
 TEXTS = ["the film is unbelievable !", "a very dull movie", "not good", "the plot was fun and good"]

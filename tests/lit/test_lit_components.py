@@ -10,16 +10,29 @@ import numpy as np
 import pytest
 from lit_nlp.api import model as lit_model
 from lit_nlp.api import types as lit_types
+from mlm_toys import toy_classifier, toy_mlm, toy_tokenizer
 from werkzeug.test import Client
 
 from captum_erasure import InputMarginalization, MinimalErasure, explain_texts, word_feature_mask
-from lit_plugin import (HFSequenceClassifier, erasure_generators, erasure_interpreters,
-                        make_app, text_dataset)
-from lit_plugin.generators import (BUDGET_KEY, GREEDY_FLIP_NAME, INPUT_REDUCTION_NAME,
-                                   MINIMAL_ERASURE_NAME)
-from lit_plugin.interpreters import (FLIP_SET_NAME, MARGINALIZATION_NAME, REDUCTION_ORDER_NAME,
-                                     WORD_ERASURE_NAME)
-from mlm_toys import toy_classifier, toy_mlm, toy_tokenizer
+from lit_plugin import (
+    HFSequenceClassifier,
+    erasure_generators,
+    erasure_interpreters,
+    make_app,
+    text_dataset,
+)
+from lit_plugin.generators import (
+    BUDGET_KEY,
+    GREEDY_FLIP_NAME,
+    INPUT_REDUCTION_NAME,
+    MINIMAL_ERASURE_NAME,
+)
+from lit_plugin.interpreters import (
+    FLIP_SET_NAME,
+    MARGINALIZATION_NAME,
+    REDUCTION_ORDER_NAME,
+    WORD_ERASURE_NAME,
+)
 
 TEXTS = ["the film is unbelievable !", "a very dull movie", "not good", "the plot was fun and good"]
 LABELS = ["LABEL_0", "LABEL_1", "LABEL_2"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from lit_nlp.api import types as lit_types
 from lit_nlp.components import ablation_flip, gradient_maps, hotflip, lime_explainer
 from lit_nlp.lib import caching

@@ -7,12 +7,11 @@ import threading
 
 import pandas as pd
 import pytest
+from mlm_toys import VOCAB, toy_classifier, toy_mlm, toy_tokenizer
 
-from lit_plugin import BackgroundLoader, HFSequenceClassifier, merged_components
-from lit_plugin import server
+from lit_plugin import BackgroundLoader, HFSequenceClassifier, merged_components, server
 from lit_plugin.generators import MINIMAL_ERASURE_NAME
 from lit_plugin.interpreters import MARGINALIZATION_NAME, WORD_ERASURE_NAME
-from mlm_toys import VOCAB, toy_classifier, toy_mlm, toy_tokenizer
 
 
 def test_flags_default_to_loopback_and_the_default_model():

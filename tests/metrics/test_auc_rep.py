@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from mlm_toys import TEXTS, TableMLM, toy_classifier, toy_mlm, toy_tokenizer
 
 from captum_erasure import word_feature_mask
-from captum_erasure.metrics.auc_rep import auc_rep, mlm_replacement_curves
 from captum_erasure.metrics._curves import curve_area, feature_order
-from mlm_toys import TEXTS, TableMLM, toy_classifier, toy_mlm, toy_tokenizer
+from captum_erasure.metrics.auc_rep import auc_rep, mlm_replacement_curves
 
 # Vocabulary 0 [PAD], 1 [CLS], 2 [SEP], 3 [MASK], 4 a, 5 b, 6 c.
 SPECIALS = [0, 1, 2, 3]

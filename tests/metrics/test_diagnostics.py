@@ -7,9 +7,18 @@ import pytest
 import torch
 from torch import nn
 
-from captum_erasure.data import cache_dir
-from captum_erasure.metrics.diagnostics import MaskedPerformance, bag_distance, confidence_indication, dataset_consistency, human_agreement, model_activations, overlap_pairs, rationale_consistency, saliency_distance
-from captum_erasure.data import vader_valences
+from captum_erasure.data import cache_dir, vader_valences
+from captum_erasure.metrics.diagnostics import (
+    MaskedPerformance,
+    bag_distance,
+    confidence_indication,
+    dataset_consistency,
+    human_agreement,
+    model_activations,
+    overlap_pairs,
+    rationale_consistency,
+    saliency_distance,
+)
 
 WEIGHTS = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.3, -0.3, 0.05])   # 3 = [MASK] weighs 0
 

@@ -7,7 +7,16 @@ import pytest
 import torch
 
 from captum_erasure.metrics.diagnostics import MaskedPerformance
-from captum_erasure.metrics.faithfulness import FaithfulnessMetrics, aopc, bin_sizes, comprehensiveness, deletion_curve, rationale_size, removal_curves, sufficiency
+from captum_erasure.metrics.faithfulness import (
+    FaithfulnessMetrics,
+    aopc,
+    bin_sizes,
+    comprehensiveness,
+    deletion_curve,
+    rationale_size,
+    removal_curves,
+    sufficiency,
+)
 
 # Ids 0 [PAD], 1 [CLS], 2 [SEP], 3 [MASK]; words 4.. carry additive weights.
 WEIGHTS = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.2, 0.1, -0.05, 0.0])

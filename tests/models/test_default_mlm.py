@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from mlm_toys import toy_classifier, toy_tokenizer
 from transformers import AutoModelForMaskedLM, BertConfig, BertModel
 
-from captum_erasure.models import default_mlm as dmlm
 from captum_erasure.attr.marginalization import InputMarginalization
-from mlm_toys import toy_classifier, toy_tokenizer
+from captum_erasure.models import default_mlm as dmlm
 
 SENTENCES = ["the movie was good", "the film was bad", "a movie is fun", "the plot was dull",
              "a film is very good", "the movie is not boring"]

@@ -8,15 +8,15 @@ import math
 import pytest
 import torch
 from captum.attr import PerturbationAttribution
+from flip_toys import MarkerBag, one_hot_words, toy_texts
 
 from captum_erasure import FlipResult, MinimalErasure, greedy_flip, word_feature_mask
 from captum_erasure._core.engine import output_logits
-from captum_erasure._core.word_sets import SetEvaluator
 from captum_erasure._core.text import encode_texts
+from captum_erasure._core.word_sets import SetEvaluator
 from captum_erasure.attr.flip._common import prune
-from captum_erasure.attr.flip.search import TextSearch, log_odds_margin
 from captum_erasure.attr.flip.policy import rewards, sentence_pairs
-from flip_toys import MarkerBag, one_hot_words, toy_texts
+from captum_erasure.attr.flip.search import TextSearch, log_odds_margin
 
 TEXT = "the movie was good and great"          # words: the movie was good and great
 MARKERS = [3, 5]

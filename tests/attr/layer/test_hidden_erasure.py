@@ -14,6 +14,7 @@ from captum_erasure.attr.layer.hidden_units import HiddenUnitErasure
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from conftest import eq1_under_hook  # noqa: E402
+
 TIGHT = dict(rtol=1e-5, atol=1e-6)
 
 

@@ -4,8 +4,22 @@ import numpy as np
 import pytest
 import torch
 
-from captum_erasure.paper.li2016.glove import FIRST_WORD_ID, PAD_ID, UNK_ID, build_glove_tokenizer, frequency_correlation, glove_embedding_matrix, glove_rank, glove_tokenizer, glove_vectors, glove_words, is_plain_word, pearson, vectors_of
 from captum_erasure._core.text import word_feature_mask
+from captum_erasure.paper.li2016.glove import (
+    FIRST_WORD_ID,
+    PAD_ID,
+    UNK_ID,
+    build_glove_tokenizer,
+    frequency_correlation,
+    glove_embedding_matrix,
+    glove_rank,
+    glove_tokenizer,
+    glove_vectors,
+    glove_words,
+    is_plain_word,
+    pearson,
+    vectors_of,
+)
 
 
 def tokens(text):

@@ -7,8 +7,25 @@ import pytest
 import torch
 
 from captum_erasure.paper.li2016.glove import glove_rank, is_plain_word
-from captum_erasure.paper.li2016.lexical_mlp import STRATEGIES, LexicalMLP, dimension_importance, dominance, train_lexical_model, unit_importance
-from captum_erasure.paper.li2016.lexical_tasks import affix_task, frequency_class, frequency_task, make_task, prefix_of, sentiment_labels, sentiment_task, shape_class, suffix_of
+from captum_erasure.paper.li2016.lexical_mlp import (
+    STRATEGIES,
+    LexicalMLP,
+    dimension_importance,
+    dominance,
+    train_lexical_model,
+    unit_importance,
+)
+from captum_erasure.paper.li2016.lexical_tasks import (
+    affix_task,
+    frequency_class,
+    frequency_task,
+    make_task,
+    prefix_of,
+    sentiment_labels,
+    sentiment_task,
+    shape_class,
+    suffix_of,
+)
 from captum_erasure.paper.li2016.training import torch_threads
 
 KNOWN = {"happy", "write", "agree", "stand", "rated", "profit", "quick", "run", "make", "movie",

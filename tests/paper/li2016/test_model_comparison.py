@@ -7,7 +7,12 @@ import pytest
 
 from captum_erasure.explain.corpus import CorpusImportance
 from captum_erasure.explain.texts import TextExplanation
-from captum_erasure.paper.li2016.model_comparison import chosen_words_by_model, corpus_importance_by_model, top_words_by_model, write_table
+from captum_erasure.paper.li2016.model_comparison import (
+    chosen_words_by_model,
+    corpus_importance_by_model,
+    top_words_by_model,
+    write_table,
+)
 
 
 def corpus_of(scores_by_text):

@@ -5,10 +5,17 @@ import numpy as np
 import pytest
 import torch
 
+from captum_erasure.explain.plots import plot_word_columns
+from captum_erasure.paper.li2016.figures import (
+    importance_bins,
+    log_importance,
+    plot_dimension_heatmap,
+    plot_frequency_scatter,
+    plot_importance_histogram,
+    plot_layer_heatmaps,
+)
 from captum_erasure.paper.li2016.glove import glove_tokenizer
 from captum_erasure.paper.li2016.model_comparison import sentence_scores_by_model
-from captum_erasure.paper.li2016.figures import importance_bins, log_importance, plot_dimension_heatmap, plot_frequency_scatter, plot_importance_histogram, plot_layer_heatmaps
-from captum_erasure.explain.plots import plot_word_columns
 from captum_erasure.paper.li2016.rnn_models import new_sentiment_model
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -6,10 +6,24 @@ import json
 import pytest
 import torch
 
-from captum_erasure import (EmbeddingDimensionErasure, HiddenUnitErasure, WordErasure,
-                            corpus_word_importance, explain_texts)
+from captum_erasure import (
+    EmbeddingDimensionErasure,
+    HiddenUnitErasure,
+    WordErasure,
+    corpus_word_importance,
+    explain_texts,
+)
 from captum_erasure.paper.li2016.glove import glove_tokenizer
-from captum_erasure.paper.li2016.rnn_models import ARCHITECTURES, GloveRNNClassifier, RNNClassifierConfig, load_sentiment_model, new_sentiment_model, reverse_within_length, sentiment_model_dir, train_sentiment_model
+from captum_erasure.paper.li2016.rnn_models import (
+    ARCHITECTURES,
+    GloveRNNClassifier,
+    RNNClassifierConfig,
+    load_sentiment_model,
+    new_sentiment_model,
+    reverse_within_length,
+    sentiment_model_dir,
+    train_sentiment_model,
+)
 from captum_erasure.paper.li2016.training import torch_threads
 
 KINDS = {"rnn": ("rnn", False), "lstm": ("lstm", False), "bilstm": ("lstm", True)}
