@@ -28,7 +28,8 @@ from captum_erasure._core.inputs import (
     row_length,
     unpack_batch,
 )
-from captum_erasure._core.scores import OUTPUT_KINDS, check_score
+from captum_erasure._core.options import EngineOptions, UsesEngine
+from captum_erasure._core.scores import check_score
 
 
 @dataclass
@@ -108,24 +109,16 @@ class _Unit:
     unit: int
 
 
-class UnitErasureBase(PerturbationAttribution):
+class UnitErasureBase(UsesEngine, PerturbationAttribution):
     """What hidden-unit and embedding-dimension erasure share: options, the engine, the
     per-unit erasure core and the dataset average. Subclasses implement :meth:`unit_scores`
     and :meth:`_per_layer`."""
 
-    def __init__(self, forward_func: Callable, *, output: str = "logits",
-                 batch_size: int | None = None, max_tokens: int | None = None,
-                 device: torch.device | str | None = None,
-                 autocast: bool | torch.dtype = False) -> None:
+    def __init__(self, forward_func: Callable, *, options: EngineOptions | None = None, **engine_options: Any) -> None:
         super().__init__(forward_func)
-        if output not in OUTPUT_KINDS:
-            raise ValueError(f"output must be one of {OUTPUT_KINDS}, got {output!r}")
-        self.output = output
-        self.batch_size = batch_size
-        self.max_tokens = max_tokens
-        self.device = device
-        self.autocast = autocast
+        self.options = EngineOptions.resolve(type(self).__name__, options, engine_options)
         self.last_stats: EngineStats | None = None
+        self.last_result: UnitScores | DatasetImportance | None = None
 
     def unit_scores(self, inputs: Any, target: Any = None, additional_forward_args: Any = None,
                     perturbations_per_eval: int | None = None, show_progress: bool = False,
@@ -137,6 +130,11 @@ class UnitErasureBase(PerturbationAttribution):
 
     def attribute_future(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} does not support futures")
+
+    def attribute_details(self, *args: Any, **kwargs: Any) -> UnitScores:
+        """``attribute``'s arguments, the rich result (:class:`UnitScores`: scores per unit,
+        widths, original outputs, targets, cost), as every method's ``attribute_details``."""
+        return self.unit_scores(*args, **kwargs)
 
     # -- dataset average --------------------------------------------------------------------
     def attribute_dataset(self, batches: Iterable, target: Any = None,
@@ -169,6 +167,7 @@ class UnitErasureBase(PerturbationAttribution):
             stats.oom_retries += result.stats.oom_retries
         importance = moments.result()
         self.last_stats = stats
+        self.last_result = importance
         return self._per_layer(importance, widths)
 
     # -- core -------------------------------------------------------------------------------
@@ -194,8 +193,9 @@ class UnitErasureBase(PerturbationAttribution):
                                 target=target, score=score, output_kind=self.output,
                                 total=n_examples * sum(widths), desc=desc)
         self.last_stats = engine.stats
-        return UnitScores(result.scores, widths, result.original_outputs, result.targets,
-                          engine.stats)
+        self.last_result = UnitScores(result.scores, widths, result.original_outputs,
+                                      result.targets, engine.stats)
+        return self.last_result
 
     def _module_unit_scores(self, modules: list[nn.Module], names: list[str], inputs: Any,
                             target: Any, additional_forward_args: Any,

@@ -17,6 +17,7 @@ from captum_erasure._core.inputs import (
     example_indexer,
     row_length,
 )
+from captum_erasure._core.options import EngineOptions
 from captum_erasure.attr._unit_erasure import (
     DatasetImportance,
     UnitErasureBase,
@@ -48,11 +49,8 @@ class EmbeddingDimensionErasure(UnitErasureBase):
     """
 
     def __init__(self, forward_func: Callable, embedding_layer: nn.Module | None = None, *,
-                 output: str = "logits", batch_size: int | None = None,
-                 max_tokens: int | None = None, device: torch.device | str | None = None,
-                 autocast: bool | torch.dtype = False) -> None:
-        super().__init__(forward_func, output=output, batch_size=batch_size,
-                         max_tokens=max_tokens, device=device, autocast=autocast)
+                 options: EngineOptions | None = None, **engine_options: Any) -> None:
+        super().__init__(forward_func, options=options, **engine_options)
         if embedding_layer is not None and not isinstance(embedding_layer, nn.Module):
             raise TypeError("embedding_layer must be an nn.Module or None")
         self.embedding_layer = embedding_layer

@@ -36,14 +36,17 @@ from captum_erasure._core.engine import (
 )
 from captum_erasure._core.hooks import input_embeddings
 from captum_erasure._core.inputs import attribute_inputs, baseline_token_from
+from captum_erasure._core.options import EngineOptions, UsesEngine
 from captum_erasure._core.scores import log_probs
 from captum_erasure._core.text import (
     encode_texts,
     eval_mode,
+    feature_ids,
     label_name,
     word_feature_mask,
 )
 from captum_erasure._core.word_sets import SetEvaluator
+from captum_erasure.attr.flip._common import tensor_call_words
 
 IMPORTANCES = ("gradient", "loo")
 
@@ -54,7 +57,7 @@ class _Beam:
     confidence: float       # P(label | input without them)
 
 
-class InputReduction(PerturbationAttribution):
+class InputReduction(UsesEngine, PerturbationAttribution):
     """Feng et al.'s input reduction as a Captum attribution and a text-level ``reduce``.
 
     Args:
@@ -71,21 +74,19 @@ class InputReduction(PerturbationAttribution):
     def __init__(self, forward_func: Callable, *, importance: str = "gradient",
                  beam_size: int = 1, min_confidence: float | None = None,
                  mode: str = "delete", baseline_token: int | None = None,
-                 embedding_layer: nn.Module | None = None, output: str = "logits",
-                 batch_size: int | None = None, max_tokens: int | None = None,
-                 device: torch.device | str | None = None,
-                 autocast: bool | torch.dtype = False) -> None:
+                 embedding_layer: nn.Module | None = None, pad_token_id: int | None = None,
+                 options: EngineOptions | None = None, **engine_options: Any) -> None:
         super().__init__(forward_func)
+        self.options = EngineOptions.resolve(type(self).__name__, options, engine_options)
+        self.pad_token_id = pad_token_id
         self.importance = _check_importance(importance)
         self.beam_size = _check_beam(beam_size)
         self.min_confidence = min_confidence
-        self.mode, self.baseline_token, self.output = mode, baseline_token, output
+        self.mode, self.baseline_token = mode, baseline_token
         self.embedding_layer = embedding_layer
-        self.batch_size, self.max_tokens, self.device, self.autocast = (
-            batch_size, max_tokens, device, autocast)
         self.last_stats = None
         self.last_gradient_rows = 0
-        self.last_results: list = []
+        self.last_result: list[ReductionResult] = []
 
     # -- core -------------------------------------------------------------------------------
     def _run(self, evaluator: SetEvaluator, target: Any, beam_size: int, importance: str,
@@ -225,9 +226,16 @@ class InputReduction(PerturbationAttribution):
                 results.append(words)
         return results
 
+    def _pad_id(self, pad_token_id: int | None) -> int:
+        """The pad id of a tensor call: ``attribute``'s argument, else the constructor's, else 0."""
+        if pad_token_id is not None:
+            return int(pad_token_id)
+        return 0 if self.pad_token_id is None else int(self.pad_token_id)
+
     def _evaluator(self, ids: Tensor, attention: Tensor, mask: Tensor, pad_token_id: int,
                    show_progress: bool) -> SetEvaluator:
-        return SetEvaluator.for_method(self, ids, attention, mask, pad_token_id, show_progress)
+        return SetEvaluator.for_method(self, ids, attention, mask, self._pad_id(pad_token_id),
+                                       show_progress)
 
     # -- public entry points ----------------------------------------------------------------
     def reduce(self, texts: str | Sequence[str], *, tokenizer: Any,
@@ -273,20 +281,26 @@ class InputReduction(PerturbationAttribution):
                 label_name=label_name(model, label), importance=importance,
                 beam_size=beam_size, verified=int(checked[b].argmax()) == label))
         self.last_stats = evaluator.stats
-        self.last_results = results
+        self.last_result = results
         return results
+
+    @property
+    def last_results(self) -> list[ReductionResult]:
+        """Alias of ``last_result`` (the name of earlier releases)."""
+        return self.last_result
 
     @log_usage(part_of_slo=True)
     def attribute(self, inputs: Tensor | tuple[Tensor], baselines: Any = None,
                   target: Any = None, additional_forward_args: Any = None,
                   feature_mask: Tensor | None = None, beam_size: int | None = None,
                   importance: str | None = None, min_confidence: float | None = None,
-                  pad_token_id: int = 0, show_progress: bool = False, **kwargs: Any) -> Any:
+                  pad_token_id: int | None = None, show_progress: bool = False, **kwargs: Any) -> Any:
         """Captum-style: a tensor shaped like ``inputs`` holding each word's removal order
         (1 = removed first; words kept to the end get ``len(removal_path) + 1``, so larger
         means more important; tokens outside words 0). ``additional_forward_args[0]`` is the
         attention mask; ``target`` must be None or the predicted class (the reduction keeps
-        the model's own prediction). Details per example in ``self.last_results``."""
+        the model's own prediction). Per-example :class:`ReductionResult` objects are in
+        ``self.last_result`` (``text`` empty and ``words`` the word numbers in a tensor call)."""
         if kwargs:
             raise TypeError(f"InputReduction.attribute got unexpected arguments {sorted(kwargs)}")
         is_tuple, ids, attention, feature_mask = attribute_inputs(
@@ -309,11 +323,14 @@ class InputReduction(PerturbationAttribution):
                 if feature >= 0:
                     attr[b, pos] = order.get(feature, len(path) + 1)
         self.last_stats = evaluator.stats
-        self.last_results = [dict(removal_path=list(best[b].removed),
-                                  confidence=best[b].confidence, label=int(labels[b]),
-                                  original_confidence=float(original[b, labels[b]]),
-                                  forward_passes=evaluator.rows_per_example[b])
-                             for b in range(len(ids))]
+        self.last_result = [ReductionResult(
+            text="", words=tensor_call_words(feature_mask[b], None, b),
+            kept=sorted(set(feature_ids(feature_mask[b])) - set(best[b].removed)),
+            reduced_text="", removal_path=list(best[b].removed), label=int(labels[b]),
+            confidence=float(best[b].confidence),
+            original_confidence=float(original[b, labels[b]]),
+            forward_passes=evaluator.rows_per_example[b], importance=importance,
+            beam_size=beam_size) for b in range(len(ids))]
         attr = attr.to(ids.device)
         return (attr,) if is_tuple else attr
 

@@ -55,8 +55,8 @@ from captum_erasure._core.masked_lm import (
     resolve_mlm_tokens,
     token_feature_mask,
 )
+from captum_erasure._core.options import EngineOptions, UsesEngine
 from captum_erasure._core.scores import (
-    OUTPUT_KINDS,
     check_outputs_fit_score,
     log_probs,
     resolve_targets,
@@ -163,7 +163,7 @@ class _PositionGroup:
     original_probs: dict[int, float] = field(default_factory=dict)
 
 
-class InputMarginalization(PerturbationAttribution):
+class InputMarginalization(UsesEngine, PerturbationAttribution):
     """Weight of evidence of each token, marginalising it out with a masked language model.
 
     Args:
@@ -185,15 +185,11 @@ class InputMarginalization(PerturbationAttribution):
     def __init__(self, forward_func: Callable, mlm: nn.Module, *, tokenizer: Any = None,
                  mlm_tokenizer: Any = None, mask_token_id: int | None = None,
                  special_token_ids: Any = None, exclude_special_candidates: bool = True,
-                 output: str = "logits", batch_size: int | None = None,
-                 mlm_batch_size: int | None = None, max_tokens: int | None = None,
-                 device: torch.device | str | None = None,
-                 mlm_device: torch.device | str | None = None,
-                 autocast: bool | torch.dtype = False, attention_mask_index: int = 0,
-                 eps: float = DEFAULT_EPS) -> None:
+                 mlm_batch_size: int | None = None,
+                 mlm_device: torch.device | str | None = None, attention_mask_index: int = 0,
+                 eps: float = DEFAULT_EPS, options: EngineOptions | None = None, **engine_options: Any) -> None:
         super().__init__(forward_func)
-        if output not in OUTPUT_KINDS:
-            raise ValueError(f"output must be one of {OUTPUT_KINDS}, got {output!r}")
+        self.options = EngineOptions.resolve(type(self).__name__, options, engine_options)
         if not 0 < eps < 0.5:
             raise ValueError(f"eps must be in (0, 0.5), got {eps}")
         self.mlm = mlm
@@ -201,13 +197,8 @@ class InputMarginalization(PerturbationAttribution):
                                                     mask_token_id, special_token_ids)
         check_shared_vocabulary(self.tokens, forward_func, tokenizer, mlm_tokenizer)
         self.exclude_special_candidates = exclude_special_candidates
-        self.output = output
-        self.batch_size = batch_size
         self.mlm_batch_size = mlm_batch_size
-        self.max_tokens = max_tokens
-        self.device = device
         self.mlm_device = mlm_device
-        self.autocast = autocast
         self.attention_mask_index = attention_mask_index
         self.eps = eps
         self.last_result: MarginalizationResult | None = None

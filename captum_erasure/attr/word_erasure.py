@@ -17,7 +17,8 @@ from captum_erasure._core.engine import (
     score_erasures,
 )
 from captum_erasure._core.hooks import input_embeddings, zeroing
-from captum_erasure._core.scores import OUTPUT_KINDS, check_score
+from captum_erasure._core.options import EngineOptions, UsesEngine
+from captum_erasure._core.scores import check_score
 from captum_erasure._core.text import NOT_A_FEATURE, feature_ids
 
 MODES = ("replace", "delete", "attention", "zero")
@@ -41,7 +42,7 @@ def _interpretable_call(extra: tuple) -> bool:
     return any(isinstance(a, InterpretableInput) for a in extra)
 
 
-class WordErasure(FeatureAblation):
+class WordErasure(UsesEngine, FeatureAblation):
     """Importance of each word = change of the target's score when the word is erased.
 
     A drop-in Captum ``FeatureAblation`` for token-id inputs, with ``score=`` (default
@@ -79,23 +80,16 @@ class WordErasure(FeatureAblation):
     takes one row), exactly like ``FeatureAblation``.
     """
 
-    def __init__(self, forward_func: Callable, *, output: str = "logits",
-                 batch_size: int | None = None, max_tokens: int | None = None,
-                 device: torch.device | str | None = None, autocast: bool | torch.dtype = False,
-                 attention_mask_index: int = 0, pad_token_id: int = 0,
-                 embedding_layer: nn.Module | None = None) -> None:
+    def __init__(self, forward_func: Callable, *, attention_mask_index: int = 0,
+                 pad_token_id: int = 0, embedding_layer: nn.Module | None = None,
+                 options: EngineOptions | None = None, **engine_options: Any) -> None:
         super().__init__(forward_func)
-        if output not in OUTPUT_KINDS:
-            raise ValueError(f"output must be one of {OUTPUT_KINDS}, got {output!r}")
-        self.output = output
-        self.batch_size = batch_size
-        self.max_tokens = max_tokens
-        self.device = device
-        self.autocast = autocast
+        self.options = EngineOptions.resolve(type(self).__name__, options, engine_options)
         self.attention_mask_index = attention_mask_index
         self.pad_token_id = pad_token_id
         self.embedding_layer = embedding_layer
         self.last_stats: EngineStats | None = None
+        self.last_result: WordScores | None = None
 
     # -- Captum API -------------------------------------------------------------------------
     @log_usage(part_of_slo=True)
@@ -174,8 +168,14 @@ class WordErasure(FeatureAblation):
         for example, row_feats in enumerate(feats):
             result.scores[example, ..., len(row_feats):] = float("nan")
         self.last_stats = engine.stats
-        return WordScores(result.scores, feats, result.original_outputs, result.targets,
-                          engine.stats, mask)
+        self.last_result = WordScores(result.scores, feats, result.original_outputs,
+                                      result.targets, engine.stats, mask)
+        return self.last_result
+
+    def attribute_details(self, *args: Any, **kwargs: Any) -> WordScores:
+        """``attribute``'s arguments, the rich result (:class:`WordScores`: one score per word,
+        the original outputs, targets, cost), as every method's ``attribute_details``."""
+        return self.attribute_words(*args, **kwargs)
 
     # -- helpers ----------------------------------------------------------------------------
     @staticmethod

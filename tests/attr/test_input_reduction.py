@@ -97,7 +97,8 @@ def test_attribute_returns_the_removal_order(tiny_tokenizer):
     assert attr[0].tolist() == [0, 2, 3, 1, 0, 0]   # (padded to the second row)
     # [CLS] un ##believ ##able good [SEP]: the three pieces are one word, removed first
     assert attr[1].tolist() == [0, 1, 1, 1, 2, 0]
-    assert [r["removal_path"] for r in reducer.last_results] == [[2, 0], [0]]
+    assert [r.removal_path for r in reducer.last_result] == [[2, 0], [0]]
+    assert reducer.last_results is reducer.last_result  # the earlier name still works
     with pytest.raises(ValueError, match="keeps the model's own prediction"):
         reducer.attribute(enc["input_ids"], target=0,
                           additional_forward_args=(enc["attention_mask"],),

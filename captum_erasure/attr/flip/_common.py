@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from captum_erasure._core.text import (
     EncodedTexts,
+    feature_ids,
     label_name,
     word_feature_mask,
 )
@@ -206,3 +207,10 @@ def verified_results(model: nn.Module, tokenizer: Any, encoded: EncodedTexts,
             minimal=flipped and minimal[b], method=method, message="" if flipped else message))
     return results
 
+
+def tensor_call_words(feature_mask_row: Tensor, sentence_words: Any, example: int) -> list[str]:
+    """The words of a result from a tensor call: ``sentence_words[example]`` when given, else
+    the word numbers ("0", "1", ...): a tensor call has no text."""
+    if sentence_words is not None:
+        return list(sentence_words[example])
+    return [str(f) for f in feature_ids(feature_mask_row)]

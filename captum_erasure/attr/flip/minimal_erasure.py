@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import itertools
 import math
-from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
 import pandas as pd
@@ -32,6 +31,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from captum_erasure._core.inputs import attribute_inputs, baseline_token_from
+from captum_erasure._core.options import EngineOptions, UsesEngine
 from captum_erasure._core.text import encode_texts, eval_mode
 from captum_erasure._core.word_sets import SetEvaluator
 from captum_erasure.attr.flip._common import (
@@ -39,6 +39,7 @@ from captum_erasure.attr.flip._common import (
     flip_targets,
     is_flip,
     prune,
+    tensor_call_words,
     verified_results,
 )
 from captum_erasure.attr.flip.policy import (
@@ -50,22 +51,10 @@ from captum_erasure.attr.flip.policy import (
     sparsity_kl,
     word_representations,
 )
-from captum_erasure.attr.flip.search import FIRST_FLIP_RESERVE, TextSearch
+from captum_erasure.attr.flip.search import FIRST_FLIP_RESERVE, SearchBatch, TextSearch
 
 
-@dataclass
-class _Batch:
-    """What the search needs about a batch of examples."""
-
-    evaluator: SetEvaluator
-    words: Tensor        # (B, W, d) word representations
-    valid: Tensor        # (B, W) word exists
-    pairs: Tensor        # (B, W-1) same-sentence neighbours
-    original: Tensor     # (B, C) probabilities of the unperturbed inputs
-    targets: list        # per example: class to flip towards, or None
-
-
-class MinimalErasure(PerturbationAttribution):
+class MinimalErasure(UsesEngine, PerturbationAttribution):
     """Smallest set of words whose erasure flips the decision: a REINFORCE policy (amortised,
     ``fit``) and a per-example model-guided search within a budget of predictions.
 
@@ -100,10 +89,11 @@ class MinimalErasure(PerturbationAttribution):
                  learning_rate: float = 1e-3,
                  prior: float = 0.1, prior_weight: float = 0.05,
                  mode: str = "delete", baseline_token: int | None = None,
-                 output: str = "logits", batch_size: int | None = None,
-                 max_tokens: int | None = None, device: torch.device | str | None = None,
-                 autocast: bool | torch.dtype = False, seed: int = 0) -> None:
+                 pad_token_id: int | None = None, seed: int = 0,
+                 options: EngineOptions | None = None, **engine_options: Any) -> None:
         super().__init__(forward_func)
+        self.options = EngineOptions.resolve(type(self).__name__, options, engine_options)
+        self.pad_token_id = pad_token_id
         if min(samples, max_evaluations, per_round, candidates) < 1 or probes < 0:
             raise ValueError("samples, max_evaluations, per_round and candidates must be >= 1 "
                              "and probes >= 0")
@@ -116,9 +106,7 @@ class MinimalErasure(PerturbationAttribution):
         self.per_round, self.candidates, self.ridge, self.noise = (per_round, candidates, ridge,
                                                                    noise)
         self.hidden, self.learning_rate, self.mode = hidden, learning_rate, mode
-        self.baseline_token, self.output = baseline_token, output
-        self.batch_size, self.max_tokens, self.device, self.autocast = (
-            batch_size, max_tokens, device, autocast)
+        self.baseline_token = baseline_token
         if not 0 < prior < 1 or prior_weight < 0:
             raise ValueError("prior must be in (0, 1) and prior_weight >= 0")
         self.prior, self.prior_weight = prior, prior_weight
@@ -130,7 +118,7 @@ class MinimalErasure(PerturbationAttribution):
         self._optimizer: torch.optim.Optimizer | None = None
         self.history = pd.DataFrame()
         self.last_stats = None
-        self.last_results: list[FlipResult] | list[dict] = []
+        self.last_result: list[FlipResult] = []
 
     # -- building blocks --------------------------------------------------------------------
     def _representation(self) -> Callable:
@@ -157,12 +145,18 @@ class MinimalErasure(PerturbationAttribution):
             itertools.chain(self.policy.parameters(), self.baseline.parameters()),
             lr=self.learning_rate)
 
+    def _pad_id(self, pad_token_id: int | None) -> int:
+        """The pad id of a tensor call: ``attribute``'s argument, else the constructor's, else 0."""
+        if pad_token_id is not None:
+            return int(pad_token_id)
+        return 0 if self.pad_token_id is None else int(self.pad_token_id)
+
     def _evaluator(self, ids: Tensor, attention: Tensor, mask: Tensor, pad_token_id: int,
                    show_progress: bool) -> SetEvaluator:
         return SetEvaluator.for_method(self, ids, attention, mask, pad_token_id, show_progress)
 
     def _batch(self, ids: Tensor, attention: Tensor, mask: Tensor, words: Sequence | None,
-               target: Any, pad_token_id: int, show_progress: bool) -> _Batch:
+               target: Any, pad_token_id: int, show_progress: bool) -> SearchBatch:
         evaluator = self._evaluator(ids, attention, mask, pad_token_id, show_progress)
         n_words = max(len(f) for f in evaluator.features)
         for b, feats in enumerate(evaluator.features):
@@ -185,10 +179,10 @@ class MinimalErasure(PerturbationAttribution):
         pairs = sentence_pairs(words, n_words) if words is not None else \
             valid[:, 1:] & valid[:, :-1]
         targets = flip_targets(target, len(ids), original.shape[1])
-        return _Batch(evaluator, reps, valid, pairs, original, targets)
+        return SearchBatch(evaluator, reps, valid, pairs, original, targets)
 
     @staticmethod
-    def _flips(batch: _Batch, examples: Sequence[int], out: Tensor) -> Tensor:
+    def _flips(batch: SearchBatch, examples: Sequence[int], out: Tensor) -> Tensor:
         return torch.stack([is_flip(out[i:i + 1], int(batch.original[b].argmax()),
                                     batch.targets[b])[0] for i, b in enumerate(examples)]) \
             if len(examples) else torch.zeros(0, dtype=torch.bool)
@@ -234,7 +228,7 @@ class MinimalErasure(PerturbationAttribution):
         self.history = pd.concat([self.history, history], ignore_index=True)
         return history
 
-    def _train_step(self, batch: _Batch, generator: torch.Generator,
+    def _train_step(self, batch: SearchBatch, generator: torch.Generator,
                     networks: tuple | None = None) -> dict:
         """One REINFORCE step on ``networks`` (policy, baseline, optimizer; default: the
         amortised ones)."""
@@ -272,7 +266,7 @@ class MinimalErasure(PerturbationAttribution):
                     rows=len(requests))
 
     # -- explain-time search --------------------------------------------------------------------
-    def _refined_logits(self, batch: _Batch) -> Tensor:
+    def _refined_logits(self, batch: SearchBatch) -> Tensor:
         """The policy's logits after ``refine_steps`` REINFORCE steps on these texts' own
         sampled masks (copies of the policy and baseline: the amortised ones stay as
         fitted). Without steps, the amortised policy's logits."""
@@ -289,7 +283,7 @@ class MinimalErasure(PerturbationAttribution):
         with torch.no_grad():
             return policy(batch.words, batch.valid)
 
-    def _search(self, batch: _Batch, max_evaluations: int | None,
+    def _search(self, batch: SearchBatch, max_evaluations: int | None,
                 show_progress: bool) -> tuple[list, list, list]:
         """Probe, then model-guided rounds, then (only without a flip) the greedy path; the
         best set is pruned. Returns per example: the set (feature ids) or None, its
@@ -422,14 +416,14 @@ class MinimalErasure(PerturbationAttribution):
                                        [f is not None for f in found], "minimal_erasure",
                                        messages)
         self.last_stats = batch.evaluator.stats
-        self.last_results = results
+        self.last_result = results
         return results
 
     @log_usage(part_of_slo=True)
     def attribute(self, inputs: Tensor | tuple[Tensor], baselines: Any = None,
                   target: Any = None, additional_forward_args: Any = None,
                   feature_mask: Tensor | None = None, max_evaluations: int | None = None,
-                  show_progress: bool = False, pad_token_id: int = 0,
+                  show_progress: bool = False, pad_token_id: int | None = None,
                   sentence_words: Sequence[Sequence[str]] | None = None, **kwargs: Any) -> Any:
         """Captum-style: a tensor shaped like ``inputs`` holding 1 on the tokens of the words
         of the verified minimal flipping set and 0 elsewhere (all 0 when no flip was found).
@@ -437,7 +431,8 @@ class MinimalErasure(PerturbationAttribution):
         ``additional_forward_args[0]`` is the attention mask; ``feature_mask`` groups tokens
         into words (``word_feature_mask``; -1 never erased); ``target=None`` flips away from
         the predicted class, a class index flips towards it. ``baselines`` (a token id) is the
-        replacement in ``mode="replace"``. Per-example details are in ``self.last_results``.
+        replacement in ``mode="replace"``. Per-example :class:`FlipResult` objects are in ``self.last_result`` (``text`` is empty
+        in a tensor call; ``words`` are ``sentence_words`` or the word numbers).
         """
         if kwargs:
             raise TypeError(f"MinimalErasure.attribute got unexpected arguments {sorted(kwargs)}")
@@ -446,7 +441,7 @@ class MinimalErasure(PerturbationAttribution):
         model = self.forward_func
         with baseline_token_from(self, baselines), eval_mode(model):
             batch = self._batch(ids.cpu(), attention.cpu(), feature_mask, sentence_words,
-                                target, pad_token_id, show_progress)
+                                target, self._pad_id(pad_token_id), show_progress)
             # In token space the pruned set's own evaluated row is its verification.
             found, probs, messages = self._search(batch, max_evaluations, show_progress)
         attr = torch.zeros(ids.shape, dtype=torch.float32)
@@ -457,14 +452,26 @@ class MinimalErasure(PerturbationAttribution):
             flipped = row is not None and bool(is_flip(row[None], label, batch.targets[b])[0])
             if flipped:
                 attr[b] = torch.isin(feature_mask[b], torch.tensor(found[b])).float()
-            results.append(dict(erased=sorted(found[b]) if flipped else [], flipped=flipped,
-                                original_label=label, new_label=int(row.argmax()) if flipped
-                                else label, message="" if flipped else messages[b],
-                                forward_passes=batch.evaluator.rows_per_example[b]))
+            new_label = int(row.argmax()) if flipped else label
+            results.append(FlipResult(
+                text="", words=tensor_call_words(feature_mask[b], sentence_words, b),
+                erased=sorted(found[b]) if flipped else [], remaining_text="",
+                flipped=flipped, original_label=label,
+                original_probability=float(batch.original[b, label]), new_label=new_label,
+                new_probability=float(row[new_label]) if flipped else
+                float(batch.original[b, label]),
+                forward_passes=batch.evaluator.rows_per_example[b], target=batch.targets[b],
+                minimal=flipped, method="minimal_erasure",
+                message="" if flipped else messages[b]))
         self.last_stats = batch.evaluator.stats
-        self.last_results = results
+        self.last_result = results
         attr = attr.to(ids.device)
         return (attr,) if is_tuple else attr
+
+    @property
+    def last_results(self) -> list[FlipResult]:
+        """Alias of ``last_result`` (the name of earlier releases)."""
+        return self.last_result
 
     # -- persistence ----------------------------------------------------------------------------
     def save_policy(self, path: str) -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Sequence
 
 import torch
 from torch import Tensor
 
+from captum_erasure._core.word_sets import SetEvaluator
 from captum_erasure.attr.flip._common import (
     is_flip,
 )
@@ -150,3 +152,14 @@ def _row(blocks: list[Tensor], index: int) -> list[int]:
         index -= len(block)
     raise IndexError(index)
 
+
+@dataclass
+class SearchBatch:
+    """What the search needs about a batch of examples."""
+
+    evaluator: SetEvaluator
+    words: Tensor        # (B, W, d) word representations
+    valid: Tensor        # (B, W) word exists
+    pairs: Tensor        # (B, W-1) same-sentence neighbours
+    original: Tensor     # (B, C) probabilities of the unperturbed inputs
+    targets: list        # per example: class to flip towards, or None

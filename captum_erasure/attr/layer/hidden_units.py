@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable, Union
 
-import torch
 from captum.log import log_usage
 from torch import Tensor, nn
 
 from captum_erasure._core.inputs import as_input_tuple
+from captum_erasure._core.options import EngineOptions
 from captum_erasure.attr._unit_erasure import (
     DatasetImportance,
     UnitErasureBase,
@@ -51,12 +51,9 @@ class HiddenUnitErasure(UnitErasureBase):
     A module called several times per forward (shared weights) is erased at every call.
     """
 
-    def __init__(self, forward_func: Callable, layers: Layers, *, output: str = "logits",
-                 batch_size: int | None = None, max_tokens: int | None = None,
-                 device: torch.device | str | None = None,
-                 autocast: bool | torch.dtype = False) -> None:
-        super().__init__(forward_func, output=output, batch_size=batch_size,
-                         max_tokens=max_tokens, device=device, autocast=autocast)
+    def __init__(self, forward_func: Callable, layers: Layers, *,
+                 options: EngineOptions | None = None, **engine_options: Any) -> None:
+        super().__init__(forward_func, options=options, **engine_options)
         if isinstance(layers, (Mapping, nn.ModuleDict)):
             self.layout = "dict"
             self.names, self.layers = list(layers.keys()), list(layers.values())

@@ -175,7 +175,8 @@ def test_attribute_marks_the_erased_words_tokens(trained, tiny_tokenizer):
     erased_tokens = [tiny_tokenizer.convert_ids_to_tokens(int(enc["input_ids"][b, i]))
                      for b, i in attr.nonzero().tolist()]
     assert erased_tokens == ["good", "great", "good", "great"]
-    assert [r["flipped"] for r in trained.last_results] == [True, True]
+    assert [r.flipped for r in trained.last_result] == [True, True]
+    assert all(r.minimal and r.forward_passes > 0 for r in trained.last_result)
 
 
 def test_reward_follows_eqs_3_to_5():
