@@ -120,5 +120,5 @@ def erasure_scores(original: Tensor, erased: Tensor, target: Tensor | None, scor
     drop = lp_orig - lp_erased
     if score == "log_prob_diff":
         return drop
-    # eq1: relative change of the label's log-likelihood (sign convention in methods.md).
+    # eq1: relative change of the label's log-likelihood; positive when erasing the word lowers it.
     return drop / (-lp_orig).clamp_min(EQ1_MIN_DENOMINATOR)

@@ -6,7 +6,7 @@ features are replaced; the probability of the original class is tracked and the 
 that curve is the score. **Lower is better**: a faithful attribution puts first the features
 whose replacement makes the prediction collapse.
 
-Conventions (the paper leaves them open; see ``docs/input_marginalization.md``):
+Conventions (the paper leaves them open; the README section on input marginalization says why):
 
 - the class is ``target`` (default: the class predicted for the unperturbed input);
 - ``K = max(1, floor(fraction * n))`` features are replaced (n = features of the example;
