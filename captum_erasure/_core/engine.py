@@ -44,6 +44,16 @@ def model_device(forward_func: Callable) -> torch.device:
     return torch.device("cpu")
 
 
+class OutputTypeError(TypeError):
+    """The forward returned no tensor (a Python number, a Future, ...). Raised before any
+    perturbed row runs, so a caller can hand the call to code that handles such forwards."""
+
+
+class OutputShapeError(ValueError):
+    """The forward's output is not one row of outputs per input row (e.g. one value for the
+    whole batch), which the packed engine needs."""
+
+
 def output_logits(output: Any) -> Tensor:
     """The score tensor of a forward output: a tensor, or an HF ``ModelOutput`` with ``logits``."""
     if isinstance(output, Tensor):
@@ -53,9 +63,17 @@ def output_logits(output: Any) -> Tensor:
         return logits
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
         return output[0]
-    raise TypeError(
+    raise OutputTypeError(
         f"forward_func returned {type(output).__name__}; expected a tensor of shape "
         "(rows, n_outputs) or a model output with a `logits` tensor")
+
+
+def _kept_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Outputs keep their dtype (float64 stays float64, integers stay integers); only half
+    precision is widened to float32, losslessly, so the scores are not computed in it."""
+    if dtype.is_floating_point and torch.finfo(dtype).bits < 32:
+        return torch.float32
+    return dtype
 
 
 def _to_device(value: Any, device: torch.device) -> Any:
@@ -103,6 +121,9 @@ class PerturbationEngine:
         self.show_progress = show_progress
         self.sort_window = sort_window
         self.stats = EngineStats()
+        # dtype of the forward's outputs (under autocast: of what the engine returns), known
+        # after the first forward; Captum's FeatureAblation gives its attributions this dtype.
+        self.output_dtype: torch.dtype | None = None
 
     # -- chunking ---------------------------------------------------------------------------
     def _windows(self, specs: Iterable[Any]) -> Iterator[list[tuple[int, Any]]]:
@@ -137,10 +158,13 @@ class PerturbationEngine:
             yield chunk
 
     def _autocast_context(self) -> contextlib.AbstractContextManager:
-        if not self.autocast or self.device.type != "cuda":
+        if not self._autocast_context_active():
             return contextlib.nullcontext()
         dtype = self.autocast if isinstance(self.autocast, torch.dtype) else torch.float16
         return torch.autocast("cuda", dtype=dtype)
+
+    def _autocast_context_active(self) -> bool:
+        return bool(self.autocast) and self.device.type == "cuda"
 
     def _forward(self, specs: Sequence[Any], collate: Collate) -> Tensor:
         args = tuple(_to_device(a, self.device) for a in collate(specs))
@@ -149,10 +173,14 @@ class PerturbationEngine:
         self.stats.forward_passes += 1
         self.stats.rows += len(specs)
         if out.dim() == 0 or out.shape[0] != len(specs):
-            raise ValueError(
+            raise OutputShapeError(
                 f"forward_func returned shape {tuple(out.shape)} for {len(specs)} rows; it must "
                 "return one row of outputs per input row (shape (rows, n_outputs))")
-        out = out.detach().float().cpu()
+        out = out.detach().cpu()
+        kept = _kept_dtype(out.dtype)
+        if self.output_dtype is None:
+            self.output_dtype = kept if self._autocast_context_active() else out.dtype
+        out = out.to(kept)
         if not torch.isfinite(out).all():
             bad = (~torch.isfinite(out)).flatten(1).any(1).nonzero().flatten().tolist()
             raise FloatingPointError(
@@ -199,7 +227,8 @@ class PerturbationEngine:
 
     def iter_outputs(self, specs: Iterable[Any], collate: Collate, *, total: int | None = None,
                      desc: str = "perturbations") -> Iterator[tuple[list, Tensor]]:
-        """Yields ``(specs_chunk, outputs_chunk)``; outputs are float32 on CPU. With
+        """Yields ``(specs_chunk, outputs_chunk)``; outputs are on CPU in the forward's dtype
+        (half precision widened to float32). With
         ``sort_window`` the chunks come in length order within each window, not input order."""
         for _, rows, out in self._iter_indexed(specs, collate, total, desc):
             yield rows, out
@@ -259,7 +288,9 @@ class Row:
 class ErasureResult:
     """Per-example, per-slot scores plus what they were computed against."""
 
-    scores: Tensor            # (n_examples, n_slots), or (n_examples, n_outputs, n_slots)
+    # (n_examples, n_slots), or (n_examples, n_outputs, n_slots); float64, except an integer
+    # model's "output_diff", which stays exact in int64
+    scores: Tensor
     original_outputs: Tensor  # (n_examples, n_outputs)
     targets: Tensor | None    # (n_examples,)
 
@@ -275,12 +306,17 @@ def score_erasures(engine: PerturbationEngine, collate: Collate, originals: Sequ
     """
     check_score(score)
     original_outputs = engine.run(originals, collate, desc="originals")
+    if original_outputs.dim() != 2:
+        raise OutputShapeError(
+            f"forward_func returned outputs of shape {tuple(original_outputs.shape)}; it must "
+            "return (rows, n_outputs) or (rows,)")
     check_outputs_fit_score(original_outputs, score, output_kind)
     targets = None if (score == "output_diff" and target is None) else \
         resolve_targets(target, original_outputs)
     n_examples, n_outputs = original_outputs.shape
     shape = (n_examples, n_outputs, n_slots) if targets is None else (n_examples, n_slots)
-    scores = torch.zeros(shape, dtype=torch.float64)
+    exact_ints = score == "output_diff" and not original_outputs.is_floating_point()
+    scores = torch.zeros(shape, dtype=torch.int64 if exact_ints else torch.float64)
     for rows, outs in engine.iter_outputs(erasures, collate, total=total, desc=desc):
         examples = torch.tensor([r.example for r in rows])
         slots = torch.tensor([r.slot for r in rows])

@@ -100,11 +100,15 @@ def erasure_scores(original: Tensor, erased: Tensor, target: Tensor | None, scor
         erased: ``(rows, n_outputs)``, the perturbed outputs.
         target: ``(rows,)`` class index per row (``None`` only for ``"output_diff"``).
     Returns:
-        ``(rows,)`` float64 scores, or ``(rows, n_outputs)`` for ``"output_diff"`` without target.
+        ``(rows,)`` float64 scores, or ``(rows, n_outputs)`` for ``"output_diff"`` without target
+        (int64 for ``"output_diff"`` on integer outputs).
     """
     check_score(score)
     if score == "output_diff":
-        diff = original.double() - erased.double()
+        if original.is_floating_point() or erased.is_floating_point():
+            diff = original.double() - erased.double()
+        else:  # integer outputs: exact, as Captum keeps them (float64 would round past 2**53)
+            diff = original.long() - erased.long()
         return diff if target is None else diff.gather(-1, target[:, None])[:, 0]
     if target is None:
         raise ValueError(f"score {score!r} needs a target class")

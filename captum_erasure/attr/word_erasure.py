@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
-from captum.attr import FeatureAblation, InterpretableInput
+from captum._utils.progress import progress
+from captum.attr import FeatureAblation
+from captum.attr._utils.common import get_total_features_from_mask
 from captum.log import log_usage
 from torch import Tensor, nn
 
+from captum_erasure._core.captum_calls import (
+    engine_takes,
+    interpretable_call,
+    is_token_ids,
+    single_tensor,
+)
 from captum_erasure._core.engine import (
     EngineStats,
+    OutputShapeError,
+    OutputTypeError,
     Row,
     engine_for_call,
     score_erasures,
@@ -28,18 +39,25 @@ MODES = ("replace", "delete", "attention", "zero")
 class WordScores:
     """Per-feature (word) scores of a batch, before they are spread onto tokens."""
 
-    scores: Tensor            # (n_examples, max_words) float64, NaN beyond each example's words
+    # (n_examples, max_words) float64, NaN beyond each example's words (int64 and 0 there for
+    # "output_diff" on an integer model); (n_examples, n_outputs, max_words) for "output_diff"
+    # without target
+    scores: Tensor
     feature_ids: list         # per example: the feature-mask id of each scored word, in order
     original_outputs: Tensor  # (n_examples, n_outputs), the unperturbed forward outputs
     targets: Tensor | None    # (n_examples,) class each score refers to
     stats: EngineStats        # forward passes and rows this call spent
     feature_mask: Tensor | None = None  # (n_examples, seq_len) the mask the words came from
+    output_dtype: torch.dtype | None = None  # dtype of the forward's outputs
 
 
-def _interpretable_call(extra: tuple) -> bool:
-    """True inside Captum's LLMAttribution, whose forward receives the InterpretableInput:
-    the inputs are then 0/1 feature indicators, not token ids."""
-    return any(isinstance(a, InterpretableInput) for a in extra)
+def _captum_ppe(perturbations_per_eval: int | None) -> int:
+    return 1 if perturbations_per_eval is None else perturbations_per_eval  # Captum's default
+
+
+def _feature_ablation_semantics(score: str, mode: str) -> bool:
+    """FeatureAblation's own computation: raw output difference, features replaced."""
+    return score == "output_diff" and mode == "replace"
 
 
 class WordErasure(UsesEngine, FeatureAblation):
@@ -74,10 +92,15 @@ class WordErasure(UsesEngine, FeatureAblation):
     Batching: all perturbations of all examples in the call are packed into forwards of
     ``batch_size`` rows (and at most ``max_tokens`` padded tokens). ``perturbations_per_eval``
     keeps Captum's meaning when given: ``perturbations_per_eval x n_examples`` rows per forward.
-    Float inputs, and Captum's interpretable indicator tensors inside ``LLMAttribution`` (whose
-    forward receives the ``InterpretableInput``), are ablated by replacement with the raw
-    ``"output_diff"`` score by default, one row per forward unless told otherwise (that forward
-    takes one row), exactly like ``FeatureAblation``.
+
+    Anything else a ``FeatureAblation`` accepts gets FeatureAblation's behaviour: for inputs
+    that are not token ids (several tensors, floats, Captum's interpretable indicators inside
+    ``LLMAttribution``) the default score is ``"output_diff"``, and every call with that score
+    and ``mode="replace"`` that the packed engine does not take (see
+    :func:`captum_erasure.captum_calls.engine_takes`; also forwards that return a number per
+    batch or Futures) runs ``FeatureAblation.attribute`` / ``attribute_future`` themselves.
+    Other scores and modes on such inputs run the engine (float inputs: replacement only) or
+    raise.
     """
 
     def __init__(self, forward_func: Callable, *, attention_mask_index: int = 0,
@@ -93,29 +116,117 @@ class WordErasure(UsesEngine, FeatureAblation):
 
     # -- Captum API -------------------------------------------------------------------------
     @log_usage(part_of_slo=True)
-    def attribute(self, inputs: Tensor | tuple[Tensor], baselines: Any = None, target: Any = None,
-                  additional_forward_args: Any = None, feature_mask: Tensor | None = None,
-                  perturbations_per_eval: int | None = None, show_progress: bool = False,
-                  score: str | None = None, mode: str = "replace", **kwargs: Any) -> Any:
+    def attribute(self, inputs: Tensor | tuple[Tensor, ...], baselines: Any = None,
+                  target: Any = None, additional_forward_args: Any = None,
+                  feature_mask: Any = None, perturbations_per_eval: int | None = None,
+                  show_progress: bool = False, score: str | None = None, mode: str = "replace",
+                  **kwargs: Any) -> Any:
         """Captum-style attribution: a tensor shaped like ``inputs`` where every token holds
-        its word's score (0 for tokens that are not features). With ``score="output_diff"``
-        and no target, the shape is ``(n_examples, n_outputs, seq_len)``."""
+        its word's score (0 for tokens that are not features).
+
+        With ``score="output_diff"`` the result is FeatureAblation's, dtype included (that of
+        the forward's output); without a target its rows are the flattened outputs,
+        ``(n_examples * n_outputs, seq_len)``, as in Captum. Calls with FeatureAblation's
+        semantics (``"output_diff"``, ``mode="replace"``; the default score for anything but
+        token ids) that are not a batch of token-id rows with a per-row forward output go to
+        ``FeatureAblation.attribute`` itself (see :mod:`captum_erasure.captum_calls`)."""
+        args = dict(baselines=baselines, target=target,
+                    additional_forward_args=additional_forward_args, feature_mask=feature_mask,
+                    show_progress=show_progress)
+        score = score or self._default_score(inputs, additional_forward_args)
+        if self._feature_ablation_call(inputs, args, score, mode, kwargs):
+            return super().attribute(
+                inputs, perturbations_per_eval=_captum_ppe(perturbations_per_eval), **args,
+                **kwargs)
+        try:
+            return self._attribute_tokens(inputs, args, perturbations_per_eval, score, mode,
+                                          kwargs)
+        except (OutputTypeError, OutputShapeError):
+            if not _feature_ablation_semantics(score, mode):
+                raise
+            # No row of outputs per input row (e.g. one number per batch): Captum's own code
+            # handles such forwards (the forwards run so far are wasted).
+        return super().attribute(
+            inputs, perturbations_per_eval=_captum_ppe(perturbations_per_eval), **args, **kwargs)
+
+    def attribute_future(self, inputs: Tensor | tuple[Tensor, ...], baselines: Any = None,
+                         target: Any = None, additional_forward_args: Any = None,
+                         feature_mask: Any = None, perturbations_per_eval: int | None = None,
+                         show_progress: bool = False, score: str | None = None,
+                         mode: str = "replace", **kwargs: Any) -> torch.futures.Future:
+        """FeatureAblation's ``attribute_future`` (for forwards that return Futures). A
+        token-id call the engine takes, with a forward that returns tensors, gets a completed
+        Future of :meth:`attribute`'s result."""
+        args = dict(baselines=baselines, target=target,
+                    additional_forward_args=additional_forward_args, feature_mask=feature_mask,
+                    show_progress=show_progress)
+        score = score or self._default_score(inputs, additional_forward_args)
+        if not self._feature_ablation_call(inputs, args, score, mode, kwargs):
+            try:
+                result = self._attribute_tokens(inputs, args, perturbations_per_eval, score,
+                                                mode, kwargs)
+            except (OutputTypeError, OutputShapeError):
+                if not _feature_ablation_semantics(score, mode):
+                    raise
+            else:
+                done: torch.futures.Future = torch.futures.Future()
+                done.set_result(result)
+                return done
+        return super().attribute_future(
+            inputs, perturbations_per_eval=_captum_ppe(perturbations_per_eval), **args, **kwargs)
+
+    def _attribute_progress_setup(self, formatted_inputs: tuple, feature_mask: tuple,
+                                  perturbations_per_eval: int, **kwargs: Any) -> Any:
+        # Calls handed to FeatureAblation run its algorithm: the bar says so, by its name, and
+        # counts its forwards (the unperturbed one, then one per group of ablated features).
+        forwards = 1 + math.ceil(get_total_features_from_mask(feature_mask)
+                                 / perturbations_per_eval)
+        return progress(desc=f"{FeatureAblation.get_name()} attribution", total=forwards)
+
+    def _feature_ablation_call(self, inputs: Any, args: dict, score: str, mode: str,
+                               kwargs: dict) -> bool:
+        """A call that FeatureAblation's own code answers."""
+        return _feature_ablation_semantics(score, mode) and not engine_takes(
+            inputs, args["baselines"], args["target"],
+            self._extra_args(args["additional_forward_args"]), args["feature_mask"], kwargs,
+            self.use_weights)
+
+    def _default_score(self, inputs: Any, additional_forward_args: Any) -> str:
+        # Eq. 1 is the score of the text method; anything else gets FeatureAblation's.
+        extra = self._extra_args(additional_forward_args)
+        if is_token_ids(single_tensor(inputs)) and not interpretable_call(extra):
+            return "eq1"
+        return "output_diff"
+
+    def _attribute_tokens(self, inputs: Any, args: dict, perturbations_per_eval: int | None,
+                          score: str, mode: str, kwargs: dict) -> Any:
+        """The packed engine's answer, spread from words onto their tokens."""
         if kwargs:
             raise TypeError(f"WordErasure.attribute got unexpected arguments {sorted(kwargs)}")
         is_tuple = isinstance(inputs, tuple)
         ids = inputs[0] if is_tuple else inputs
         if is_tuple and len(inputs) != 1:
-            raise ValueError("WordErasure takes one input tensor (token ids)")
+            raise ValueError(f"WordErasure takes one input tensor (token ids) for "
+                             f"score={score!r}, mode={mode!r}; several input tensors need "
+                             "FeatureAblation's score='output_diff' with mode='replace'")
+        feature_mask = args["feature_mask"]
         if isinstance(feature_mask, tuple):
             feature_mask = feature_mask[0]
-        words = self.attribute_words(ids, baselines, target, additional_forward_args,
-                                     feature_mask, perturbations_per_eval, show_progress,
-                                     score, mode)
-        attr = self._spread_to_tokens(words, words.feature_mask).to(ids.device)
+        words = self.attribute_words(ids, args["baselines"], args["target"],
+                                     args["additional_forward_args"], feature_mask,
+                                     perturbations_per_eval, args["show_progress"], score, mode)
+        attr = self._spread_to_tokens(words, words.feature_mask)
+        if words.targets is None:  # every output scored: Captum's rows are the flat outputs
+            attr = attr.reshape(-1, attr.shape[-1])
+        attr = attr.to(device=ids.device, dtype=self._result_dtype(words, score))
         return (attr,) if is_tuple else attr
 
-    def attribute_future(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError("WordErasure does not support futures")
+    @staticmethod
+    def _result_dtype(words: WordScores, score: str) -> torch.dtype:
+        if score == "output_diff" and words.output_dtype is not None:
+            return words.output_dtype  # Captum's rule: the dtype of the forward's output
+        # Derived scores: float32, unless the model computes in float64.
+        return torch.float64 if words.output_dtype == torch.float64 else torch.float32
 
     # -- word-level API ---------------------------------------------------------------------
     def attribute_words(self, inputs: Tensor, baselines: Any = None, target: Any = None,
@@ -129,7 +240,7 @@ class WordErasure(UsesEngine, FeatureAblation):
             raise ValueError("inputs must be a (batch, sequence) tensor of token ids, got "
                              f"{getattr(inputs, 'shape', type(inputs))}")
         extra = self._extra_args(additional_forward_args)
-        is_ids = not inputs.is_floating_point() and not _interpretable_call(extra)
+        is_ids = not inputs.is_floating_point() and not interpretable_call(extra)
         score = check_score(score or ("eq1" if is_ids else "output_diff"))
         if not is_ids and mode != "replace":
             raise ValueError(f"mode={mode!r} needs token ids; float or interpretable inputs "
@@ -165,11 +276,12 @@ class WordErasure(UsesEngine, FeatureAblation):
             engine, collate, originals, erasures, n_slots=max(map(len, feats)), target=target,
             score=score, output_kind=self.output, total=sum(map(len, feats)),
             desc=f"{self.get_name()} ({mode})")
-        for example, row_feats in enumerate(feats):
-            result.scores[example, ..., len(row_feats):] = float("nan")
+        if result.scores.is_floating_point():
+            for example, row_feats in enumerate(feats):
+                result.scores[example, ..., len(row_feats):] = float("nan")
         self.last_stats = engine.stats
         self.last_result = WordScores(result.scores, feats, result.original_outputs,
-                                      result.targets, engine.stats, mask)
+                                      result.targets, engine.stats, mask, engine.output_dtype)
         return self.last_result
 
     def attribute_details(self, *args: Any, **kwargs: Any) -> WordScores:
@@ -296,11 +408,11 @@ class WordErasure(UsesEngine, FeatureAblation):
     def _spread_to_tokens(words: WordScores, mask: Tensor) -> Tensor:
         scores = words.scores
         shape = scores.shape[:-1] + (mask.shape[1],)
-        attr = torch.zeros(shape, dtype=torch.float64)
+        attr = torch.zeros(shape, dtype=scores.dtype)
         for example, feats in enumerate(words.feature_ids):
             slot_of = {f: s for s, f in enumerate(feats)}
             for pos, feature in enumerate(mask[example].tolist()):
                 if feature >= 0:
                     attr[example, ..., pos] = scores[example, ..., slot_of[feature]]
-        return attr.float()
+        return attr
 
