@@ -3,6 +3,8 @@
     python -m lit_plugin.server [--model DIR] [--mlm DIR] [--data CSV] [--dataset-size N]
                                 [--port 5432] [--host 127.0.0.1] [--no-marginalization]
 
+It prints the URL to open; the page opens in LIT's "default" layout.
+
 Without ``--model`` it serves the offline default sentiment model (MiniLM-L6 fine-tuned on
 Rotten Tomatoes; built once, about 5 minutes on 2 CPU cores) on held-out Rotten Tomatoes
 snippets, with input marginalization through the default MLM (built once, about 20 minutes, in
@@ -39,6 +41,10 @@ CLIENT_ROOT = os.path.join(os.path.dirname(lit_nlp.__file__), "client", "build",
 DEFAULT_PORT = 5432
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_DATASET_SIZE = 200
+# LIT's own "default" layout (``layout.STANDARD_LAYOUT``): the data table and datapoint editor
+# above, lower tabs with "Explanations" (Salience Maps: our interpreters' rows) and
+# "Counterfactuals" (the generator module: our generators).
+DEFAULT_LAYOUT = "default"
 MODEL_NAME = "sentiment"
 DATASET_NAME = "rotten_tomatoes_test"
 
@@ -64,11 +70,21 @@ def make_server(models: dict, datasets: dict, *, interpreters: dict | None = Non
                 server_type: str = "default", **app_kw: Any) -> dev_server.Server:
     """A ``lit_nlp.dev_server.Server`` with LIT's defaults plus our components (see
     :func:`merged_components`); ``server_type="external"`` makes ``serve()`` return the WSGI
-    app. Other keywords go to ``LitApp`` (``page_title``, ``default_layout``, ...)."""
+    app. Other keywords go to ``LitApp`` (``page_title``, ``layouts``, ``default_layout``, ...).
+
+    The default layout is LIT's ``"default"`` (:data:`DEFAULT_LAYOUT`), or the first of your
+    ``layouts`` when they have no ``"default"``: LIT 1.3.1's client renders a blank page at a URL
+    without ``?layout=`` when the app has no default layout."""
     merged_interpreters, merged_generators = merged_components(
         models, interpreters=interpreters, generators=generators, mlm=mlm,
         mlm_tokenizer=mlm_tokenizer)
-    app_kw.setdefault("layouts", layout.DEFAULT_LAYOUTS)
+    layouts = app_kw.setdefault("layouts", layout.DEFAULT_LAYOUTS)
+    if app_kw.get("default_layout") is None:
+        app_kw["default_layout"] = DEFAULT_LAYOUT if DEFAULT_LAYOUT in layouts else next(
+            iter(layouts))
+    if app_kw["default_layout"] not in layouts:
+        raise ValueError(f"default_layout {app_kw['default_layout']!r} is not one of the "
+                         f"layouts {sorted(layouts)}")
     app_kw.setdefault("client_root", CLIENT_ROOT)
     app_kw.setdefault("page_title", "LIT with captum-erasure")
     return dev_server.Server(models, datasets, interpreters=merged_interpreters,

@@ -101,3 +101,29 @@ def test_background_loader_reports_progress_then_the_model():
     broken.wait(30)
     with pytest.raises(RuntimeError, match="building the broken MLM failed: OSError"):
         broken()
+
+
+def get_info(app) -> dict:
+    from werkzeug.test import Client
+    response = Client(app).post("/get_info", json={})
+    assert response.status_code == 200, response.get_data(as_text=True)[-2000:]
+    return response.get_json()
+
+
+def test_the_app_has_lits_default_layout_so_a_url_without_layout_renders():
+    """Without a default layout LIT 1.3.1's client throws at a URL without ``?layout=`` (blank
+    page); the browser test checks the page itself."""
+    from lit_nlp.api import layout
+    models = {"toy": HFSequenceClassifier(toy_classifier(), toy_tokenizer())}
+    datasets = {"toy_data": server.text_dataset(["a very dull movie"])}
+    info = get_info(server.make_app(models, datasets))
+    assert info["defaultLayout"] == server.DEFAULT_LAYOUT == "default"
+    assert set(info["layouts"]) == set(layout.DEFAULT_LAYOUTS)
+    lower_tabs = info["layouts"]["default"]["lower"]
+    assert "salience-map-module" in str(lower_tabs["Explanations"])
+    assert "generator-module" in str(lower_tabs["Counterfactuals"])
+    # your own layouts without a "default": the first one; an unknown default is refused
+    mine = {"mine": layout.SIMPLE_LAYOUT, "three": layout.THREE_PANEL_LAYOUT}
+    assert get_info(server.make_app(models, datasets, layouts=mine))["defaultLayout"] == "mine"
+    with pytest.raises(ValueError, match="not one of the layouts"):
+        server.make_app(models, datasets, default_layout="nope")
