@@ -3,7 +3,8 @@
     python -m lit_plugin.server [--model DIR] [--mlm DIR] [--data CSV] [--dataset-size N]
                                 [--port 5432] [--host 127.0.0.1] [--no-marginalization]
 
-It prints the URL to open; the page opens in LIT's "default" layout.
+(``python -m lit_plugin`` and the ``captum-erasure-lit`` script run the same launcher.) It
+prints the URL to open; the page opens in LIT's "default" layout.
 
 Without ``--model`` it serves the offline default sentiment model (MiniLM-L6 fine-tuned on
 Rotten Tomatoes; built once, about 5 minutes on 2 CPU cores) on held-out Rotten Tomatoes
@@ -153,9 +154,9 @@ def csv_dataset(path: str, size: int, model_labels: Sequence[str]) -> lit_datase
                         description=f"{len(frame)} texts from {path}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m lit_plugin.server") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m lit_plugin.server",
+        prog=prog,
         description="Serve LIT with captum-erasure's interpreters and generators next to LIT's "
                     "own (Integrated Gradients, Grad, LIME, HotFlip, ...).")
     parser.add_argument("--model", metavar="DIR",
@@ -232,8 +233,10 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m lit_plugin.server") -> None:
+    """The launcher (``python -m lit_plugin``, ``python -m lit_plugin.server``,
+    ``captum-erasure-lit``): load the model and data, print the URL, serve until Ctrl+C."""
+    args = build_parser(prog).parse_args(argv)
     if args.dataset_size < 0:
         raise SystemExit("--dataset-size must be >= 0")
     if not is_loopback(args.host):

@@ -3,7 +3,12 @@ loader. (The launcher itself is started and driven in tests/test_lit_browser.py.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
+import tomllib
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -127,3 +132,17 @@ def test_the_app_has_lits_default_layout_so_a_url_without_layout_renders():
     assert get_info(server.make_app(models, datasets, layouts=mine))["defaultLayout"] == "mine"
     with pytest.raises(ValueError, match="not one of the layouts"):
         server.make_app(models, datasets, default_layout="nope")
+
+
+def test_python_m_lit_plugin_runs_the_launcher():
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    done = subprocess.run([sys.executable, "-m", "lit_plugin", "--help"], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("usage: python -m lit_plugin [")
+    for flag in ["--model", "--mlm", "--data", "--port", "--host", "--no-marginalization"]:
+        assert flag in done.stdout
+    # the console script is the same main
+    scripts = tomllib.loads((repo / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["captum-erasure-lit"] == "lit_plugin.server:main"
