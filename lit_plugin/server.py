@@ -3,6 +3,9 @@
     python -m lit_plugin.server [--model DIR] [--mlm DIR] [--data CSV] [--dataset-size N]
                                 [--port 5432] [--host 127.0.0.1] [--no-marginalization]
 
+(``python -m lit_plugin`` and the ``captum-erasure-lit`` script run the same launcher.) It
+prints the URL to open; the page opens in LIT's "default" layout.
+
 Without ``--model`` it serves the offline default sentiment model (MiniLM-L6 fine-tuned on
 Rotten Tomatoes; built once, about 5 minutes on 2 CPU cores) on held-out Rotten Tomatoes
 snippets, with input marginalization through the default MLM (built once, about 20 minutes, in
@@ -39,6 +42,10 @@ CLIENT_ROOT = os.path.join(os.path.dirname(lit_nlp.__file__), "client", "build",
 DEFAULT_PORT = 5432
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_DATASET_SIZE = 200
+# LIT's own "default" layout (``layout.STANDARD_LAYOUT``): the data table and datapoint editor
+# above, lower tabs with "Explanations" (Salience Maps: our interpreters' rows) and
+# "Counterfactuals" (the generator module: our generators).
+DEFAULT_LAYOUT = "default"
 MODEL_NAME = "sentiment"
 DATASET_NAME = "rotten_tomatoes_test"
 
@@ -64,11 +71,21 @@ def make_server(models: dict, datasets: dict, *, interpreters: dict | None = Non
                 server_type: str = "default", **app_kw: Any) -> dev_server.Server:
     """A ``lit_nlp.dev_server.Server`` with LIT's defaults plus our components (see
     :func:`merged_components`); ``server_type="external"`` makes ``serve()`` return the WSGI
-    app. Other keywords go to ``LitApp`` (``page_title``, ``default_layout``, ...)."""
+    app. Other keywords go to ``LitApp`` (``page_title``, ``layouts``, ``default_layout``, ...).
+
+    The default layout is LIT's ``"default"`` (:data:`DEFAULT_LAYOUT`), or the first of your
+    ``layouts`` when they have no ``"default"``: LIT 1.3.1's client renders a blank page at a URL
+    without ``?layout=`` when the app has no default layout."""
     merged_interpreters, merged_generators = merged_components(
         models, interpreters=interpreters, generators=generators, mlm=mlm,
         mlm_tokenizer=mlm_tokenizer)
-    app_kw.setdefault("layouts", layout.DEFAULT_LAYOUTS)
+    layouts = app_kw.setdefault("layouts", layout.DEFAULT_LAYOUTS)
+    if app_kw.get("default_layout") is None:
+        app_kw["default_layout"] = DEFAULT_LAYOUT if DEFAULT_LAYOUT in layouts else next(
+            iter(layouts))
+    if app_kw["default_layout"] not in layouts:
+        raise ValueError(f"default_layout {app_kw['default_layout']!r} is not one of the "
+                         f"layouts {sorted(layouts)}")
     app_kw.setdefault("client_root", CLIENT_ROOT)
     app_kw.setdefault("page_title", "LIT with captum-erasure")
     return dev_server.Server(models, datasets, interpreters=merged_interpreters,
@@ -137,9 +154,9 @@ def csv_dataset(path: str, size: int, model_labels: Sequence[str]) -> lit_datase
                         description=f"{len(frame)} texts from {path}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m lit_plugin.server") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m lit_plugin.server",
+        prog=prog,
         description="Serve LIT with captum-erasure's interpreters and generators next to LIT's "
                     "own (Integrated Gradients, Grad, LIME, HotFlip, ...).")
     parser.add_argument("--model", metavar="DIR",
@@ -215,8 +232,10 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m lit_plugin.server") -> None:
+    """The launcher (``python -m lit_plugin``, ``python -m lit_plugin.server``,
+    ``captum-erasure-lit``): load the model and data, print the URL, serve until Ctrl+C."""
+    args = build_parser(prog).parse_args(argv)
     if args.dataset_size < 0:
         raise SystemExit("--dataset-size must be >= 0")
     if not is_loopback(args.host):

@@ -1,6 +1,8 @@
 """The LIT UI in a real headless browser: Debian's chromium (installed by ``.ci/setup``) driven by
-playwright 1.64.0 against the launcher (``python -m lit_plugin.server``), started here on a free
-loopback port with tiny offline models. Screenshots go to ``outputs/test-artifacts/lit_browser/``
+playwright 1.64.0 against the launcher, started the way the README's command 1 starts it (the
+same ``python -m <module>``, here with tiny offline models and ``--port 0``). The page is opened
+at exactly the URL the launcher prints, with no query parameters added, and any uncaught page
+error or console error fails the test. Screenshots go to ``outputs/test-artifacts/lit_browser/``
 (or ``$CAPTUM_ERASURE_TEST_OUTPUT/lit_browser``)."""
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pandas as pd
 import pytest
@@ -34,6 +37,19 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--disable-sync", "--no-first-run",
                  "--disable-quic"]
 STARTUP_SECONDS = 240
+# LIT's index.html links four Google Fonts stylesheets (cosmetic: without them the fonts fall
+# back and icons render as ligature words). They are answered here with an empty stylesheet so
+# that the test never depends on the network (CI may run offline, where each failed link would
+# be a console error). Any other request off the loopback server is aborted and fails the test.
+FONT_STYLESHEETS = "https://fonts.googleapis.com/css"
+
+
+def launcher_module() -> str:
+    """The module the README's command 1 runs (``.venv/bin/python -m <module>``)."""
+    readme = (REPO / "README.md").read_text()
+    match = re.search(r"```bash\n[^`]*?python -m ([\w.]+)", readme)
+    assert match, "README.md: no `python -m <module>` in its first bash block"
+    return match.group(1)
 
 
 def chromium_path() -> str:
@@ -69,10 +85,10 @@ def saved_models(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server_url(saved_models):
-    """The launcher in a subprocess on a port the OS picks (free by construction); its URL is
-    read from the line it prints."""
+    """The launcher in a subprocess, as the README's command 1, on a port the OS picks (free by
+    construction); the URL is the one it prints, taken verbatim."""
     folder, _, _ = saved_models
-    command = [sys.executable, "-m", "lit_plugin.server", "--model", str(folder / "classifier"),
+    command = [sys.executable, "-m", launcher_module(), "--model", str(folder / "classifier"),
                "--mlm", str(folder / "mlm"), "--data", str(folder / "texts.csv"),
                "--port", "0"]
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
@@ -86,7 +102,7 @@ def server_url(saved_models):
     try:
         while url is None:
             line = lines.get(timeout=STARTUP_SECONDS)
-            match = re.search(r"(http://\S+/)", line)
+            match = re.search(r"(https?://\S+)", line)
             url = match.group(1) if match else None
     except queue.Empty:
         process.kill()
@@ -106,14 +122,33 @@ def server_url(saved_models):
 
 @pytest.fixture(scope="module")
 def page(server_url):
+    """A chromium page that records every uncaught page error, every console message of type
+    error (failed loads and HTTP errors of LIT's API calls included) and every request that
+    leaves the launcher's server, except LIT's Google Fonts stylesheets (see FONT_STYLESHEETS)."""
     from playwright.sync_api import sync_playwright
+    server = urlsplit(server_url).netloc
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium_path(), headless=True,
                                              args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1500})
         page.set_default_timeout(60_000)
         errors: list[str] = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
+
+        def route(request_route):
+            url = request_route.request.url
+            if url.startswith(FONT_STYLESHEETS):
+                request_route.fulfill(status=200, content_type="text/css", body="")
+            elif urlsplit(url).netloc == server or url.startswith(("data:", "blob:")):
+                request_route.continue_()
+            else:
+                errors.append(f"request off the server: {url}")
+                request_route.abort()
+
+        page.route("**/*", route)
+        page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
+        page.on("console", lambda message: errors.append(
+            f"console error: {message.text} ({message.location.get('url')})")
+            if message.type == "error" else None)
         page.errors = errors
         try:
             yield page
@@ -122,17 +157,31 @@ def page(server_url):
 
 
 def test_the_launcher_binds_loopback_and_serves_the_page(server_url):
-    assert server_url.startswith("http://127.0.0.1:")
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", server_url), server_url
     import urllib.request
     with urllib.request.urlopen(server_url, timeout=30) as response:
         assert response.status == 200
         assert "<lit-app" in response.read().decode()
 
 
-def test_salience_maps_show_our_rows_with_token_chips(page, server_url):
-    page.goto(f"{server_url}?models=sentiment&dataset=texts&layout=default"
-              "&lower_tab=Explanations", wait_until="networkidle")
+def test_the_printed_url_renders_the_data_table_and_both_tabs(page, server_url):
+    page.goto(server_url, wait_until="networkidle")
+    assert not page.errors, page.errors  # LIT 1.3.1 without a default layout: "Cannot read
+    # properties of undefined (reading 'upper')" and a blank page
+    table = page.locator("lit-data-table")
+    table.first.wait_for()
+    for text in TEXTS:
+        table.first.get_by_text(text, exact=True).first.wait_for()
+    for tab in ["Explanations", "Counterfactuals"]:  # lower tabs, visible
+        page.get_by_text(tab, exact=True).first.wait_for()
+    page.screenshot(path=str(artifacts_dir() / "landing.png"), full_page=True)
+    assert not page.errors, page.errors
+
+
+def test_salience_maps_show_our_rows_with_token_chips(page):
+    assert not page.errors, page.errors  # fail fast (not by timeouts) after a broken page
     page.get_by_text(SELECTED, exact=True).first.click()
+    page.get_by_text("Explanations", exact=True).first.click()
     module = page.locator("salience-map-module")
     module.wait_for()
     for name in [WORD_ERASURE_NAME, MARGINALIZATION_NAME, "Integrated Gradients", "LIME"]:
@@ -149,11 +198,12 @@ def test_salience_maps_show_our_rows_with_token_chips(page, server_url):
     assert marginalization_row.locator(".salient-token").all_inner_texts() == SELECTED.split()
     marginalization_row.scroll_into_view_if_needed()
     page.screenshot(path=str(artifacts_dir() / "explanations.png"), full_page=True)
-    assert not page.errors
+    assert not page.errors, page.errors
 
 
-def test_counterfactuals_tab_offers_and_runs_our_generators(page, server_url, saved_models):
+def test_counterfactuals_tab_offers_and_runs_our_generators(page, saved_models):
     _, classifier, tokenizer = saved_models
+    assert not page.errors, page.errors
     page.get_by_text("Counterfactuals", exact=True).first.click()
     module = page.locator("generator-module")
     module.wait_for()
@@ -167,4 +217,4 @@ def test_counterfactuals_tab_offers_and_runs_our_generators(page, server_url, sa
     module.get_by_text("generated 1 counterfactual").wait_for()
     assert module.get_by_text(expected["text"], exact=True).count() >= 1
     page.screenshot(path=str(artifacts_dir() / "counterfactuals.png"), full_page=True)
-    assert not page.errors
+    assert not page.errors, page.errors

@@ -3,7 +3,12 @@ loader. (The launcher itself is started and driven in tests/test_lit_browser.py.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
+import tomllib
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -100,3 +105,43 @@ def test_background_loader_reports_progress_then_the_model():
     broken.wait(30)
     with pytest.raises(RuntimeError, match="building the broken MLM failed: OSError"):
         broken()
+
+
+def get_info(app) -> dict:
+    from werkzeug.test import Client
+    response = Client(app).post("/get_info", json={})
+    assert response.status_code == 200, response.get_data(as_text=True)[-2000:]
+    return response.get_json()
+
+
+def test_the_app_has_lits_default_layout_so_a_url_without_layout_renders():
+    """Without a default layout LIT 1.3.1's client throws at a URL without ``?layout=`` (blank
+    page); the browser test checks the page itself."""
+    from lit_nlp.api import layout
+    models = {"toy": HFSequenceClassifier(toy_classifier(), toy_tokenizer())}
+    datasets = {"toy_data": server.text_dataset(["a very dull movie"])}
+    info = get_info(server.make_app(models, datasets))
+    assert info["defaultLayout"] == server.DEFAULT_LAYOUT == "default"
+    assert set(info["layouts"]) == set(layout.DEFAULT_LAYOUTS)
+    lower_tabs = info["layouts"]["default"]["lower"]
+    assert "salience-map-module" in str(lower_tabs["Explanations"])
+    assert "generator-module" in str(lower_tabs["Counterfactuals"])
+    # your own layouts without a "default": the first one; an unknown default is refused
+    mine = {"mine": layout.SIMPLE_LAYOUT, "three": layout.THREE_PANEL_LAYOUT}
+    assert get_info(server.make_app(models, datasets, layouts=mine))["defaultLayout"] == "mine"
+    with pytest.raises(ValueError, match="not one of the layouts"):
+        server.make_app(models, datasets, default_layout="nope")
+
+
+def test_python_m_lit_plugin_runs_the_launcher():
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    done = subprocess.run([sys.executable, "-m", "lit_plugin", "--help"], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("usage: python -m lit_plugin [")
+    for flag in ["--model", "--mlm", "--data", "--port", "--host", "--no-marginalization"]:
+        assert flag in done.stdout
+    # the console script is the same main
+    scripts = tomllib.loads((repo / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["captum-erasure-lit"] == "lit_plugin.server:main"
