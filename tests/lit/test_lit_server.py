@@ -134,7 +134,7 @@ def test_the_app_has_lits_default_layout_so_a_url_without_layout_renders():
 
 
 def test_python_m_lit_plugin_runs_the_launcher():
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     done = subprocess.run([sys.executable, "-m", "lit_plugin", "--help"], cwd=repo, env=env,
                           capture_output=True, text=True, timeout=120)
