@@ -39,8 +39,7 @@ def attribute_inputs(inputs: Tensor | tuple[Tensor], additional_forward_args: An
     ids = inputs[0] if is_tuple else inputs
     if not isinstance(ids, Tensor) or ids.dim() != 2 or ids.is_floating_point():
         raise ValueError("inputs must be a (batch, sequence) tensor of token ids")
-    extra = additional_forward_args if isinstance(additional_forward_args, tuple) else \
-        (() if additional_forward_args is None else (additional_forward_args,))
+    extra = as_extra_args(additional_forward_args)
     attention = extra[0] if extra and isinstance(extra[0], Tensor) else torch.ones_like(ids)
     if attention.shape != ids.shape:
         raise ValueError("additional_forward_args[0] must be the attention mask, shaped "
@@ -94,10 +93,12 @@ def as_input_tuple(inputs: Any) -> tuple[tuple[Tensor, ...], bool]:
 
 
 def as_extra_args(additional_forward_args: Any) -> tuple:
+    """Captum's ``additional_forward_args`` as a tuple, with Captum's meaning: ``None`` is
+    none, a tuple is several arguments, anything else (a list too) is one argument."""
     if additional_forward_args is None:
         return ()
-    if isinstance(additional_forward_args, (tuple, list)):
-        return tuple(additional_forward_args)
+    if isinstance(additional_forward_args, tuple):
+        return additional_forward_args
     return (additional_forward_args,)
 
 

@@ -47,6 +47,7 @@ from captum_erasure._core.engine import (
     Row,
     engine_for_call,
 )
+from captum_erasure._core.inputs import as_extra_args
 from captum_erasure._core.masked_lm import (
     MLMTokens,
     PositionLogits,
@@ -250,7 +251,7 @@ class InputMarginalization(UsesEngine, PerturbationAttribution):
                              f"{getattr(inputs, 'shape', type(inputs))}")
         check_shared_vocabulary(self.tokens, input_ids=inputs)
         ids = inputs.cpu()
-        extra = _as_tuple(additional_forward_args)
+        extra = as_extra_args(additional_forward_args)
         attention = self._attention_mask(ids, extra)
         specials = self.tokens.special_tensor()
         features = self._feature_mask(ids, attention, feature_mask, specials)
@@ -461,11 +462,6 @@ class InputMarginalization(UsesEngine, PerturbationAttribution):
                     scores[b][tokens] = values.sum() if word_reduce == "sum" else values.mean()
         return scores
 
-
-def _as_tuple(args: Any) -> tuple:
-    if args is None:
-        return ()
-    return args if isinstance(args, tuple) else (args,)
 
 
 def _replacing_one_token(token_rows: TokenRows) -> Callable[[list[Row]], tuple]:

@@ -28,6 +28,7 @@ from captum_erasure._core.engine import (
     score_erasures,
 )
 from captum_erasure._core.hooks import input_embeddings, zeroing
+from captum_erasure._core.inputs import as_extra_args
 from captum_erasure._core.options import EngineOptions, UsesEngine
 from captum_erasure._core.scores import check_score
 from captum_erasure._core.text import NOT_A_FEATURE, feature_ids
@@ -188,12 +189,12 @@ class WordErasure(UsesEngine, FeatureAblation):
         """A call that FeatureAblation's own code answers."""
         return _feature_ablation_semantics(score, mode) and not engine_takes(
             inputs, args["baselines"], args["target"],
-            self._extra_args(args["additional_forward_args"]), args["feature_mask"], kwargs,
+            as_extra_args(args["additional_forward_args"]), args["feature_mask"], kwargs,
             self.use_weights)
 
     def _default_score(self, inputs: Any, additional_forward_args: Any) -> str:
         # Eq. 1 is the score of the text method; anything else gets FeatureAblation's.
-        extra = self._extra_args(additional_forward_args)
+        extra = as_extra_args(additional_forward_args)
         if is_token_ids(single_tensor(inputs)) and not interpretable_call(extra):
             return "eq1"
         return "output_diff"
@@ -239,7 +240,7 @@ class WordErasure(UsesEngine, FeatureAblation):
         if not isinstance(inputs, Tensor) or inputs.dim() != 2:
             raise ValueError("inputs must be a (batch, sequence) tensor of token ids, got "
                              f"{getattr(inputs, 'shape', type(inputs))}")
-        extra = self._extra_args(additional_forward_args)
+        extra = as_extra_args(additional_forward_args)
         is_ids = not inputs.is_floating_point() and not interpretable_call(extra)
         score = check_score(score or ("eq1" if is_ids else "output_diff"))
         if not is_ids and mode != "replace":
@@ -290,14 +291,6 @@ class WordErasure(UsesEngine, FeatureAblation):
         return self.attribute_words(*args, **kwargs)
 
     # -- helpers ----------------------------------------------------------------------------
-    @staticmethod
-    def _extra_args(additional_forward_args: Any) -> tuple:
-        if additional_forward_args is None:
-            return ()
-        if isinstance(additional_forward_args, tuple):
-            return additional_forward_args
-        return (additional_forward_args,)
-
     def _attention_mask(self, inputs: Tensor, extra: tuple, required: bool,
                         mode: str) -> Tensor | None:
         idx = self.attention_mask_index

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from captum_erasure._core.engine import EngineStats, Row, engine_for_call
+from captum_erasure._core.inputs import as_extra_args
 from captum_erasure._core.masked_lm import (
     PositionLogits,
     TokenRows,
@@ -98,8 +99,7 @@ def mlm_replacement_curves(forward_func: Callable, mlm: nn.Module, inputs: Tenso
     tokens = resolve_mlm_tokens(mlm, tokenizer, mask_token_id, special_token_ids)
     check_shared_vocabulary(tokens, forward_func, tokenizer, input_ids=inputs)
     ids = inputs.cpu()
-    extra = additional_forward_args if isinstance(additional_forward_args, tuple) else \
-        (() if additional_forward_args is None else (additional_forward_args,))
+    extra = as_extra_args(additional_forward_args)
     mask_arg = extra[attention_mask_index] if attention_mask_index < len(extra) else None
     attention = mask_arg.cpu() if isinstance(mask_arg, Tensor) and \
         mask_arg.shape == ids.shape else None

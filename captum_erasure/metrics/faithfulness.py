@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 
 from captum_erasure._core.engine import EngineStats, Row, engine_for_call
+from captum_erasure._core.inputs import as_extra_args
 from captum_erasure._core.scores import (
     OUTPUT_KINDS,
     check_outputs_fit_score,
@@ -97,11 +98,6 @@ class RemovalCurves:
             return float(self.original[example])
         return float(self.probabilities[example][self.ks[example].index(k)])
 
-
-def _as_tuple(args: Any) -> tuple:
-    if args is None:
-        return ()
-    return args if isinstance(args, tuple) else (args,)
 
 
 def _check_inputs(inputs: Tensor, attributions: Tensor) -> None:
@@ -206,7 +202,7 @@ def removal_curves(forward_func: Callable, inputs: Tensor, attributions: Tensor,
     _check_inputs(inputs, attributions)
     if output not in OUTPUT_KINDS:
         raise ValueError(f"output must be one of {OUTPUT_KINDS}, got {output!r}")
-    extra = _as_tuple(additional_forward_args)
+    extra = as_extra_args(additional_forward_args)
     attention = extra[attention_mask_index] if attention_mask_index < len(extra) and \
         isinstance(extra[attention_mask_index], Tensor) and \
         extra[attention_mask_index].shape == inputs.shape else None
