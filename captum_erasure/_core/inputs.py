@@ -138,3 +138,15 @@ def unpack_batch(batch: Any) -> tuple[Any, Any, Any]:
     raise TypeError("a dataset batch must be inputs, (inputs,), (inputs, additional_forward_"
                     f"args) or (inputs, additional_forward_args, target); got {type(batch)}")
 
+
+def delete_and_repack(keep: Tensor, tensors: Sequence[Tensor], fills: Sequence[int], *,
+                      min_width: int = 0) -> list[Tensor]:
+    """Deletion as Li et al. mean it: in each row the kept positions move to the front in their
+    order and the row is right-padded (``fills``: one pad value per tensor, e.g. the pad id
+    for token ids, 0 for masks); the width is the longest kept row (at least ``min_width``)."""
+    # A stable sort puts the kept positions first, in their original order.
+    order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices
+    n_keep = keep.sum(1)
+    order = order[:, :max(min_width, int(n_keep.max()))]
+    pad = torch.arange(order.shape[1]) >= n_keep[:, None]
+    return [t.gather(1, order).masked_fill(pad, fill) for t, fill in zip(tensors, fills)]

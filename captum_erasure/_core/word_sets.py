@@ -14,10 +14,9 @@ from captum_erasure._core.engine import (
     Row,
     engine_for_call,
 )
+from captum_erasure._core.inputs import delete_and_repack
 from captum_erasure._core.scores import OUTPUT_KINDS, log_probs
-from captum_erasure._core.text import (
-    feature_ids,
-)
+from captum_erasure._core.text import NOT_A_FEATURE, feature_ids
 
 SET_MODES = ("delete", "replace", "attention")
 
@@ -106,14 +105,8 @@ class SetEvaluator:
             attention = attention.masked_fill(erase, 0)
         else:
             keep = ~erase & attention.ne(0)
-            # A stable sort puts the kept tokens first, in their original order.
-            order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices
-            n_keep = keep.sum(1)
-            order = order[:, :int(n_keep.max())]
-            pad = torch.arange(order.shape[1]) >= n_keep[:, None]
-            ids = ids.gather(1, order).masked_fill(pad, self.pad_token_id)
-            attention = attention.gather(1, order).masked_fill(pad, 0)
-            mask = mask.gather(1, order).masked_fill(pad, -1)
+            ids, attention, mask = delete_and_repack(keep, [ids, attention, mask],
+                                                     [self.pad_token_id, 0, NOT_A_FEATURE])
         width = int(attention.ne(0).long().cumsum(1).argmax(1).max()) + 1
         if self.mode != "delete":
             mask = mask.masked_fill(erase, -1)

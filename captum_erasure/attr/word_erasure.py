@@ -28,7 +28,7 @@ from captum_erasure._core.engine import (
     score_erasures,
 )
 from captum_erasure._core.hooks import input_embeddings, zeroing
-from captum_erasure._core.inputs import as_extra_args
+from captum_erasure._core.inputs import as_extra_args, delete_and_repack
 from captum_erasure._core.options import EngineOptions, UsesEngine
 from captum_erasure._core.scores import check_score
 from captum_erasure._core.text import NOT_A_FEATURE, feature_ids
@@ -372,14 +372,12 @@ class WordErasure(UsesEngine, FeatureAblation):
                 args[am_idx] = args[am_idx].masked_fill(erase, 0)
             elif mode == "delete":
                 keep = ~erase & args[am_idx].ne(0)
-                # Stable sort puts kept positions first, in their original order.
-                order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices
-                n_keep = keep.sum(1)
-                order = order[:, :int(n_keep.max())]
-                pad = torch.arange(order.shape[1]) >= n_keep[:, None]
-                ids = ids.gather(1, order).masked_fill(pad, self.pad_token_id)
-                args = [a.gather(1, order).masked_fill(pad, 0) if per_token[i] else a
-                        for i, a in enumerate(args)]
+                token_args = [i for i in range(len(args)) if per_token[i]]
+                ids, *moved = delete_and_repack(
+                    keep, [ids] + [args[i] for i in token_args],
+                    [self.pad_token_id] + [0] * len(token_args))
+                for i, moved_arg in zip(token_args, moved):
+                    args[i] = moved_arg
             elif mode == "zero":
                 return (~erase, ids, *args)
             return (ids, *args)

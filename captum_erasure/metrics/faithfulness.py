@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 
 from captum_erasure._core.engine import EngineStats, Row, engine_for_call
-from captum_erasure._core.inputs import as_extra_args
+from captum_erasure._core.inputs import as_extra_args, delete_and_repack
 from captum_erasure._core.scores import (
     OUTPUT_KINDS,
     check_outputs_fit_score,
@@ -172,14 +172,13 @@ class _ErasedRows:
         if self.mode == "replace":
             return (ids.masked_fill(erase, self.baseline_id), *args)
         keep = ~erase & args[self.attention_index].ne(0)
-        # A stable sort puts the kept positions first, in their original order.
-        order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices
-        n_keep = keep.sum(1)
-        order = order[:, :max(1, int(n_keep.max()))]
-        pad = torch.arange(order.shape[1]) >= n_keep[:, None]
-        ids = ids.gather(1, order).masked_fill(pad, self.pad_token_id)
-        args = [a.gather(1, order).masked_fill(pad, 0) if self.per_token[i] else a
-                for i, a in enumerate(args)]
+        token_args = [i for i in range(len(args)) if self.per_token[i]]
+        # min_width 1: a row with every feature removed still runs (on padding alone)
+        ids, *moved = delete_and_repack(keep, [ids] + [args[i] for i in token_args],
+                                        [self.pad_token_id] + [0] * len(token_args),
+                                        min_width=1)
+        for i, moved_arg in zip(token_args, moved):
+            args[i] = moved_arg
         return (ids, *args)
 
 
