@@ -150,3 +150,33 @@ def delete_and_repack(keep: Tensor, tensors: Sequence[Tensor], fills: Sequence[i
     order = order[:, :max(min_width, int(n_keep.max()))]
     pad = torch.arange(order.shape[1]) >= n_keep[:, None]
     return [t.gather(1, order).masked_fill(pad, fill) for t, fill in zip(tensors, fills)]
+
+
+class ForwardArgs:
+    """A call's ``additional_forward_args`` for rows built from its token ids, on the CPU
+    where rows are collated: tensors shaped like the inputs are per token (sliced, trimmed
+    and re-packed with the ids), tensors with one row per example are per example (indexed
+    per row), anything else is passed unchanged to every forward."""
+
+    def __init__(self, extra: Sequence[Any], inputs_shape: torch.Size) -> None:
+        n_examples = inputs_shape[0]
+        self.per_token = [isinstance(a, Tensor) and a.shape == inputs_shape for a in extra]
+        self.per_example = [isinstance(a, Tensor) and not self.per_token[i] and a.dim() >= 1
+                            and a.shape[0] == n_examples for i, a in enumerate(extra)]
+        self.args = [a.cpu() if self.per_token[i] or self.per_example[i] else a
+                     for i, a in enumerate(extra)]
+
+    @property
+    def token_indices(self) -> list[int]:
+        """Positions of the per-token arguments."""
+        return [i for i, flag in enumerate(self.per_token) if flag]
+
+    def rows(self, examples: Tensor, width: int | None = None) -> list:
+        """The arguments of rows of ``examples`` (per-token ones cut to ``width`` columns)."""
+        return [a[examples][:, :width] if self.per_token[i] else
+                a[examples] if self.per_example[i] else a for i, a in enumerate(self.args)]
+
+    def example_bytes(self, example: int) -> list[bytes]:
+        """What identifies one example's row-dependent arguments (for de-duplication)."""
+        return [a[example].contiguous().numpy().tobytes()
+                for i, a in enumerate(self.args) if self.per_token[i] or self.per_example[i]]

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from captum_erasure._core.engine import output_logits
 from captum_erasure._core.hooks import input_embeddings
+from captum_erasure._core.inputs import ForwardArgs
 from captum_erasure._core.text import NOT_A_FEATURE
 
 _SPECIAL_TOKEN_ATTRIBUTES = ("pad_token_id", "cls_token_id", "sep_token_id", "mask_token_id",
@@ -158,11 +159,7 @@ class TokenRows:
     def __init__(self, ids: Tensor, extra: tuple, attention: Tensor | None) -> None:
         self.ids = ids
         self.n_examples = ids.shape[0]
-        self.per_token = [isinstance(a, Tensor) and a.shape == ids.shape for a in extra]
-        self.per_example = [isinstance(a, Tensor) and not self.per_token[k] and a.dim() >= 1
-                            and a.shape[0] == self.n_examples for k, a in enumerate(extra)]
-        self.extra = [a.cpu() if self.per_token[k] or self.per_example[k] else a
-                      for k, a in enumerate(extra)]
+        self.forward_args = ForwardArgs(extra, ids.shape)
         self.attention = attention
         if attention is not None:
             columns = torch.arange(ids.shape[1]).expand(ids.shape)
@@ -181,16 +178,14 @@ class TokenRows:
         if blank is not None:
             ids[blank] = -1
         parts = [ids.numpy().tobytes()]
-        parts += [a[example].contiguous().numpy().tobytes()
-                  for k, a in enumerate(self.extra) if self.per_token[k] or self.per_example[k]]
+        parts += self.forward_args.example_bytes(example)
         return b"|".join(parts)
 
     def classifier_batch(self, examples: Tensor, ids: Tensor) -> tuple:
         """Forward arguments ``(ids, *additional_forward_args)`` for rows of ``examples`` whose
         token ids are ``ids`` (full width)."""
         width = int(self.width[examples].max())
-        args = [a[examples][:, :width] if self.per_token[k] else
-                a[examples] if self.per_example[k] else a for k, a in enumerate(self.extra)]
+        args = self.forward_args.rows(examples, width)
         return (ids[:, :width], *args)
 
     def mlm_batch(self, examples: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:

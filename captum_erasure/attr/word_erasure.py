@@ -28,7 +28,7 @@ from captum_erasure._core.engine import (
     score_erasures,
 )
 from captum_erasure._core.hooks import input_embeddings, zeroing
-from captum_erasure._core.inputs import as_extra_args, delete_and_repack
+from captum_erasure._core.inputs import ForwardArgs, as_extra_args, delete_and_repack
 from captum_erasure._core.options import EngineOptions, UsesEngine
 from captum_erasure._core.scores import check_score
 from captum_erasure._core.text import NOT_A_FEATURE, feature_ids
@@ -342,12 +342,7 @@ class WordErasure(UsesEngine, FeatureAblation):
     def _collate_and_forward(self, inputs: Tensor, baselines: Any, extra: tuple, mask: Tensor,
                              attention: Tensor | None, mode: str) -> tuple[Callable, Callable]:
         inputs_cpu = inputs.cpu()
-        n_examples = inputs.shape[0]
-        per_token = [isinstance(a, Tensor) and a.shape == inputs.shape for a in extra]
-        per_example = [isinstance(a, Tensor) and not per_token[i] and a.dim() >= 1
-                       and a.shape[0] == n_examples for i, a in enumerate(extra)]
-        extra_cpu = [a.cpu() if per_token[i] or per_example[i] else a
-                     for i, a in enumerate(extra)]
+        forward_args = ForwardArgs(extra, inputs.shape)
         base = self._baseline_ids(inputs_cpu, baselines) if mode == "replace" else None
         am_idx = self.attention_mask_index
         if attention is not None:
@@ -359,20 +354,19 @@ class WordErasure(UsesEngine, FeatureAblation):
             features = torch.tensor([r.data for r in rows])
             erase = (mask[examples] == features[:, None]) & (features[:, None] >= 0)
             ids = inputs_cpu[examples]
-            args = [a[examples] if per_token[i] or per_example[i] else a
-                    for i, a in enumerate(extra_cpu)]
+            width = None
             if attention is not None and mode != "delete":
                 # Right padding shared by every row of the chunk is dead weight: drop it.
                 width = int(attended_width[examples].max())
                 ids, erase = ids[:, :width], erase[:, :width]
-                args = [a[:, :width] if per_token[i] else a for i, a in enumerate(args)]
+            args = forward_args.rows(examples, width)
             if mode == "replace":
                 ids = torch.where(erase, base[examples, :ids.shape[1]], ids)
             elif mode == "attention":
                 args[am_idx] = args[am_idx].masked_fill(erase, 0)
             elif mode == "delete":
                 keep = ~erase & args[am_idx].ne(0)
-                token_args = [i for i in range(len(args)) if per_token[i]]
+                token_args = forward_args.token_indices
                 ids, *moved = delete_and_repack(
                     keep, [ids] + [args[i] for i in token_args],
                     [self.pad_token_id] + [0] * len(token_args))

@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 
 from captum_erasure._core.engine import EngineStats, Row, engine_for_call
-from captum_erasure._core.inputs import as_extra_args, delete_and_repack
+from captum_erasure._core.inputs import ForwardArgs, as_extra_args, delete_and_repack
 from captum_erasure._core.scores import (
     OUTPUT_KINDS,
     check_outputs_fit_score,
@@ -141,18 +141,15 @@ class _ErasedRows:
             raise ValueError("mode='replace' needs baseline_id (e.g. tokenizer.mask_token_id)")
         self.ids = inputs.cpu()
         self.n_examples = inputs.shape[0]
-        self.per_token = [isinstance(a, Tensor) and a.shape == inputs.shape for a in extra]
-        self.per_example = [isinstance(a, Tensor) and not self.per_token[i] and a.dim() >= 1
-                            and a.shape[0] == self.n_examples for i, a in enumerate(extra)]
-        self.extra = [a.cpu() if self.per_token[i] or self.per_example[i] else a
-                      for i, a in enumerate(extra)]
+        self.forward_args = ForwardArgs(extra, inputs.shape)
         self.features = features
         self.attention_index = attention_index
-        has_attention = attention_index < len(extra) and self.per_token[attention_index]
+        has_attention = attention_index < len(extra) and \
+            self.forward_args.per_token[attention_index]
         if mode == "delete" and not has_attention:
             raise ValueError("mode='delete' needs the attention mask, shaped like the inputs, as "
                              f"additional_forward_args[{attention_index}]")
-        self.attention = self.extra[attention_index] if has_attention else None
+        self.attention = self.forward_args.args[attention_index] if has_attention else None
         self.mode, self.baseline_id, self.pad_token_id = mode, baseline_id, pad_token_id
 
     def length(self, example: int) -> int:
@@ -167,12 +164,11 @@ class _ErasedRows:
         for i, row in enumerate(rows):
             if row.data:
                 erase[i] = torch.isin(self.features[row.example], torch.tensor(sorted(row.data)))
-        args = [a[examples] if self.per_token[i] or self.per_example[i] else a
-                for i, a in enumerate(self.extra)]
+        args = self.forward_args.rows(examples)
         if self.mode == "replace":
             return (ids.masked_fill(erase, self.baseline_id), *args)
         keep = ~erase & args[self.attention_index].ne(0)
-        token_args = [i for i in range(len(args)) if self.per_token[i]]
+        token_args = self.forward_args.token_indices
         # min_width 1: a row with every feature removed still runs (on padding alone)
         ids, *moved = delete_and_repack(keep, [ids] + [args[i] for i in token_args],
                                         [self.pad_token_id] + [0] * len(token_args),
