@@ -24,6 +24,7 @@ from captum_erasure.attr import (
     EmbeddingDimensionErasure,
     FlipResult,
     HiddenUnitErasure,
+    InformationResult,
     InputMarginalization,
     InputReduction,
     MarginalizationResult,
@@ -31,6 +32,7 @@ from captum_erasure.attr import (
     MinimalErasure,
     ReductionResult,
     WordErasure,
+    WordInformation,
     WordScores,
     greedy_flip,
 )
@@ -99,7 +101,7 @@ __all__ = [
     "WordErasure", "WordScores", "EmbeddingDimensionErasure", "HiddenUnitErasure",
     "DatasetImportance", "InputMarginalization", "MarginalizationResult",
     "MarginalizationStats", "MinimalErasure", "InputReduction", "FlipResult",
-    "ReductionResult", "greedy_flip",
+    "ReductionResult", "greedy_flip", "WordInformation", "InformationResult",
     # engine, scores, text
     "PerturbationEngine", "EngineStats", "Row", "score_erasures", "SCORES", "erasure_scores",
     "NOT_A_FEATURE", "word_feature_mask", "word_tokens", "token_feature_mask",

@@ -3,6 +3,7 @@
 
 from captum_erasure.attr.embedding_dimensions import EmbeddingDimensionErasure
 from captum_erasure.attr.flip import FlipResult, MinimalErasure, greedy_flip
+from captum_erasure.attr.information import InformationResult, WordInformation
 from captum_erasure.attr.input_reduction import InputReduction, ReductionResult
 from captum_erasure.attr.layer import DatasetImportance, HiddenUnitErasure
 from captum_erasure.attr.marginalization import (
@@ -15,4 +16,4 @@ from captum_erasure.attr.word_erasure import WordErasure, WordScores
 __all__ = ["WordErasure", "WordScores", "EmbeddingDimensionErasure", "HiddenUnitErasure",
            "DatasetImportance", "InputMarginalization", "MarginalizationResult",
            "MarginalizationStats", "InputReduction", "ReductionResult", "MinimalErasure",
-           "FlipResult", "greedy_flip"]
+           "FlipResult", "greedy_flip", "WordInformation", "InformationResult"]
