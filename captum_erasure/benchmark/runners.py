@@ -23,7 +23,7 @@ CAPTUM_METHODS = ("IntegratedGradients", "FeatureAblation", "Occlusion", "Lime",
                   "ShapleyValueSampling")
 
 
-OUR_METHODS = ("WordErasure", "InputMarginalization", "InputReduction")
+OUR_METHODS = ("WordErasure", "InputMarginalization", "InputReduction", "WordInformation")
 
 
 LIT_METHODS = ("LIT IG", "LIT LIME")
@@ -108,6 +108,20 @@ def run_word_erasure(ctx: MethodContext) -> list[list[float]]:
                                        score="eq1", mode="delete")
         for row, i in enumerate(indices):
             scores[i] = words.scores[row, :len(ctx.examples[i].words)].tolist()
+    return scores
+
+
+def run_word_information(ctx: MethodContext) -> list[list[float]]:
+    from captum_erasure.attr.information import WordInformation
+    method = WordInformation(ctx.model, layer="pooled", n_steps=ctx.settings.information_steps,
+                             seed=ctx.seed)
+    scores: list = [None] * len(ctx.examples)
+    for indices, (ids, attention, mask) in tqdm(ctx.batches(), desc="WordInformation",
+                                                leave=False, disable=not ctx.show_progress):
+        result = method.attribute_details(ids, additional_forward_args=(attention,),
+                                          feature_mask=mask)
+        for row, i in enumerate(indices):
+            scores[i] = result.kept[row, :len(ctx.examples[i].words)].tolist()
     return scores
 
 
@@ -242,6 +256,8 @@ METHOD_NOTES = {
     "WordErasure": "ours, Li et al. Eq. 1, words deleted, all snippets of a batch packed",
     "InputMarginalization": "ours, Kim et al., MLM top-{top_k} candidates per token, word = sum",
     "InputReduction": "ours, Feng et al., removal order",
+    "WordInformation": "ours, Guan et al., information kept at the pooled output (unsigned), "
+                       "{info} Adam steps (forward+backward) per batch",
     "IntegratedGradients": "Captum LayerIntegratedGradients on the input embeddings, {ig} steps, "
                            "[PAD] baseline, summed over the embedding and the pieces",
     "FeatureAblation": "Captum, words replaced by [PAD]",
@@ -260,7 +276,7 @@ def method_note(name: str, s: BenchmarkSettings) -> str:
     return METHOD_NOTES.get(name, "").format(
         top_k=s.marginalization_top_k, ig=s.ig_steps, lime=s.lime_samples,
         kshap=s.kernel_shap_samples, svs=s.shapley_samples, lit_ig=s.lit_ig_steps,
-        lit_lime=s.lit_lime_samples)
+        lit_lime=s.lit_lime_samples, info=s.information_steps)
 
 
 def available_methods(mlm: nn.Module | None) -> list[str]:
@@ -313,6 +329,7 @@ RUNNERS: dict[str, Callable[[MethodContext], list[list[float]]]] = {
     "WordErasure": run_word_erasure,
     "InputMarginalization": run_input_marginalization,
     "InputReduction": run_input_reduction,
+    "WordInformation": run_word_information,
     **{name: _captum_runner(name) for name in CAPTUM_METHODS},
     "LIT IG": run_lit_ig,
     "LIT LIME": run_lit_lime,

@@ -16,6 +16,7 @@ class BenchmarkSettings:
     shapley_samples: int = 10
     lit_lime_samples: int = 256
     marginalization_top_k: int = 10
+    information_steps: int = 100   # WordInformation (Guan et al.): Adam steps per batch
     perturbations_per_eval: int = 64
     batch_size: int = 32           # examples per call of our batched methods and metrics
     fraction: float = 0.2          # comprehensiveness / sufficiency rationale share
@@ -28,4 +29,5 @@ FULL = BenchmarkSettings()
 
 QUICK = BenchmarkSettings(ig_steps=4, lit_ig_steps=4, lime_samples=16, kernel_shap_samples=16,
                           shapley_samples=2, lit_lime_samples=16, marginalization_top_k=2,
-                          batch_size=4, consistency_examples=6, dataset_pairs=20)
+                          information_steps=10, batch_size=4, consistency_examples=6,
+                          dataset_pairs=20)

@@ -58,9 +58,9 @@ def one_thread():
 
 def test_quick_benchmark_writes_its_report(tmp_path, one_thread):
     tokenizer = toy_tokenizer()
-    methods = ["Random", "WordErasure", "InputMarginalization", "IntegratedGradients",
-               "FeatureAblation", "Occlusion", "Lime", "KernelShap", "ShapleyValueSampling",
-               "LIT IG", "LIT LIME"]
+    methods = ["Random", "WordErasure", "WordInformation", "InputMarginalization",
+               "IntegratedGradients", "FeatureAblation", "Occlusion", "Lime", "KernelShap",
+               "ShapleyValueSampling", "LIT IG", "LIT LIME"]
     assert set(methods) <= set(available_methods(mlm=object()))
     result = run_benchmark(
         two_class(0), tokenizer, TEXTS, LABELS, out=tmp_path, methods=methods,
