@@ -55,29 +55,35 @@ def information(model, enc, layer, args) -> tuple:
     return result, time.perf_counter() - start
 
 
-def heatmap(model, tokenizer, args, out: Path) -> dict:
+def plot_heatmap(grid: np.ndarray, words: list, layers: list, path: Path, title: str) -> None:
+    """Layers x words; the colour scale stops at -1 (darker = discarded, the bar says so)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(1.0 + 0.62 * len(words), 4.2))
+    image = ax.imshow(grid, cmap="viridis", aspect="auto", vmin=max(-1.0, float(grid.min())))
+    ax.set_xticks(range(len(words)), words, rotation=45, ha="right")
+    ax.set_yticks(range(len(layers)), [f"layer {name}" for name in layers])
+    bar = fig.colorbar(image, ax=ax, extend="min" if grid.min() < -1 else "neither")
+    bar.set_label("information kept (nats / embedding dim)")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def heatmap(model, tokenizer, args, out: Path) -> dict:
     enc = encode_texts(model, tokenizer, [args.sentence])
     rows, seconds = [], {}
     for layer in layers_of(model):
         result, seconds[label(layer)] = information(model, enc, layer, args)
         rows.append(result.kept[0].numpy())
     grid = np.stack(rows)
-    words = enc.words[0]
-    fig, ax = plt.subplots(figsize=(1.0 + 0.62 * len(words), 4.2))
-    image = ax.imshow(grid, cmap="viridis", aspect="auto")
-    ax.set_xticks(range(len(words)), words, rotation=45, ha="right")
-    ax.set_yticks(range(len(rows)), [f"layer {label(x)}" for x in layers_of(model)])
-    bar = fig.colorbar(image, ax=ax)
-    bar.set_label("information kept (nats / embedding dim)")
-    ax.set_title(f"WordInformation, default model ({args.steps} steps, lambda={args.lam})")
-    fig.tight_layout()
-    fig.savefig(out / "heatmap.png", dpi=120)
-    plt.close(fig)
-    return {"words": words, "layers": [label(x) for x in layers_of(model)],
-            "kept": grid.round(4).tolist(), "seconds": seconds}
+    layers = [label(x) for x in layers_of(model)]
+    plot_heatmap(grid, enc.words[0], layers, out / "heatmap.png",
+                 f"WordInformation, default model ({args.steps} steps, lambda={args.lam})")
+    return {"words": enc.words[0], "layers": layers, "kept": grid.round(4).tolist(),
+            "seconds": seconds}
 
 
 def snippets(n: int) -> list[str]:
