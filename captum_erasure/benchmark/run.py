@@ -57,6 +57,7 @@ from captum_erasure.benchmark.report import (
 )
 from captum_erasure.benchmark.runners import (
     ALL_METHODS,
+    PREPARERS,
     RUNNERS,
     MethodContext,
     available_methods,
@@ -106,7 +107,9 @@ def run_benchmark(model: nn.Module, tokenizer: Any, texts: Sequence[str], labels
     rows, frames, curves, masked_curves, failures = [], [], {}, {}, {}
     for method in tqdm(methods, desc="methods", unit="method", disable=not show_progress):
         try:
+            fit_cost = PREPARERS[method](ctx) if method in PREPARERS else {}
             scores, cost = explain_all(ctx, method)
+            cost.update(fit_cost)
         except Exception as error:  # one broken method must not hide the others' results
             failures[method] = f"{type(error).__name__}: {error}"
             continue
