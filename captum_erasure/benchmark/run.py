@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -190,6 +190,11 @@ def main(argv: Sequence[str] | None = None) -> BenchmarkResult:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (1 is much faster for small models on a busy "
                              "machine: no thread hand-offs)")
+    parser.add_argument("--diffmask-steps", type=int, default=None,
+                        help="DiffMask fit steps (batches of 16 training snippets; default "
+                             f"{FULL.diffmask_steps}, quick {QUICK.diffmask_steps})")
+    parser.add_argument("--diffmask-layer", type=int, default=None,
+                        help="DiffMask's layer (default: the last)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if args.threads:
@@ -198,6 +203,9 @@ def main(argv: Sequence[str] | None = None) -> BenchmarkResult:
     from captum_erasure.data import load_rotten_tomatoes
     from captum_erasure.models.default import load_default_model
     settings = QUICK if args.quick else FULL
+    if args.diffmask_steps is not None or args.diffmask_layer is not None:
+        settings = replace(settings, diffmask_layer=args.diffmask_layer,
+                           diffmask_steps=args.diffmask_steps or settings.diffmask_steps)
     n = min(args.n, 8) if args.quick else args.n
     show = not args.no_progress
     model, tokenizer = load_default_model()
