@@ -201,8 +201,8 @@ class DiffMask(UsesEngine, PerturbationAttribution):
     # -- fitting ------------------------------------------------------------------------------
     def fit(self, data: Iterable[Any] | None = None, *, texts: Sequence[str] | None = None,
             tokenizer: Any = None, batch_size: int = 16, epochs: int = 1,
-            max_steps: int | None = None, seed: int = 0, lr: float = 3e-3,
-            baseline_lr: float = 1e-2, multiplier_lr: float = 0.1, max_length: int = 128,
+            max_steps: int | None = None, seed: int = 0, lr: float = 1e-3,
+            baseline_lr: float = 1e-2, multiplier_lr: float = 0.5, max_length: int = 128,
             show_progress: bool = True) -> DiffMask:
         """Train the probe, the baseline vector and the multiplier (the model stays frozen).
 
