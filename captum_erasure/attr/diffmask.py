@@ -202,8 +202,8 @@ class DiffMask(UsesEngine, PerturbationAttribution):
     def fit(self, data: Iterable[Any] | None = None, *, texts: Sequence[str] | None = None,
             tokenizer: Any = None, batch_size: int = 16, epochs: int = 1,
             max_steps: int | None = None, seed: int = 0, lr: float = 1e-3,
-            baseline_lr: float = 1e-2, multiplier_lr: float = 0.5, max_length: int = 128,
-            show_progress: bool = True) -> DiffMask:
+            baseline_lr: float = 1e-2, multiplier_lr: float = 0.5, warmup_steps: int = 50,
+            max_length: int = 128, show_progress: bool = True) -> DiffMask:
         """Train the probe, the baseline vector and the multiplier (the model stays frozen).
 
         ``data``: batches ``input_ids``, ``(input_ids, additional_forward_args)`` or
@@ -212,7 +212,10 @@ class DiffMask(UsesEngine, PerturbationAttribution):
         attention_mask)``; or ``texts`` with a ``tokenizer`` (shuffled per epoch, batches of
         ``batch_size``). Runs ``epochs`` passes or ``max_steps`` steps, whichever ends first;
         every random choice comes from ``seed``. Adam on the probe (``lr``) and the baseline
-        (``baseline_lr``), gradient ascent (Adam) on the multiplier, clamped to [0, 200].
+        (``baseline_lr``), both ramped up linearly over ``warmup_steps`` (as the authors' warm-up:
+        the multiplier must grow before the gates can close, or they all close at once and the
+        exact zeros of the hard concrete gates pass no gradient back), gradient ascent (Adam)
+        on the multiplier, clamped to [0, 200].
         """
         if (data is None) == (texts is None):
             raise ValueError("fit takes either data (batches) or texts= with tokenizer=")
@@ -252,8 +255,12 @@ class DiffMask(UsesEngine, PerturbationAttribution):
                                     {"params": [self.probe.baseline], "lr": baseline_lr}]),
                                 torch.optim.Adam([multiplier], lr=multiplier_lr,
                                                  maximize=True)]
+                            warmup = torch.optim.lr_scheduler.LambdaLR(
+                                optimizers[0], lambda step: min(1.0, (step + 1) /
+                                                                max(1, warmup_steps)))
                         record = self._step(ids, extra, original, gate_inputs, attention,
                                             multiplier, optimizers, generator)
+                        warmup.step()
                         stats.steps += 1
                         stats.examples += len(ids)
                         stats.rows += 2 * len(ids)
