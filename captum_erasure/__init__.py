@@ -21,6 +21,8 @@ from captum_erasure._core.scores import SCORES, erasure_scores
 from captum_erasure._core.text import NOT_A_FEATURE, word_feature_mask, word_tokens
 from captum_erasure.attr import (
     DatasetImportance,
+    DiffMask,
+    DiffMaskResult,
     EmbeddingDimensionErasure,
     FlipResult,
     HiddenUnitErasure,
@@ -102,6 +104,7 @@ __all__ = [
     "DatasetImportance", "InputMarginalization", "MarginalizationResult",
     "MarginalizationStats", "MinimalErasure", "InputReduction", "FlipResult",
     "ReductionResult", "greedy_flip", "WordInformation", "InformationResult",
+    "DiffMask", "DiffMaskResult",
     # engine, scores, text
     "PerturbationEngine", "EngineStats", "Row", "score_erasures", "SCORES", "erasure_scores",
     "NOT_A_FEATURE", "word_feature_mask", "word_tokens", "token_feature_mask",

@@ -167,6 +167,14 @@ def build_parser(prog: str = "python -m lit_plugin.server") -> argparse.Argument
                         help="a masked LM sharing the classifier's vocabulary, for input "
                              "marginalization (default: the default MLM with the default "
                              "model; none with --model)")
+    parser.add_argument("--no-diffmask", action="store_true",
+                        help="leave out the DiffMask row (otherwise fitted once in the "
+                             "background on the training snippets, or loaded from "
+                             "outputs/diffmask/lit_probes/)")
+    parser.add_argument("--diffmask-layer", type=int, default=None, metavar="L",
+                        help="DiffMask's layer (default: the last)")
+    parser.add_argument("--diffmask-steps", type=int, default=300, metavar="N",
+                        help="DiffMask fit steps of 16 training snippets (default 300)")
     parser.add_argument("--no-marginalization", action="store_true",
                         help="leave input marginalization out (no MLM is loaded or built)")
     parser.add_argument("--data", metavar="CSV",
@@ -224,6 +232,28 @@ def load_models(args: argparse.Namespace) -> tuple[HFSequenceClassifier, Any]:
     return lit_model, mlm
 
 
+def diffmask_row(args: argparse.Namespace, lit_model: HFSequenceClassifier) -> dict:
+    """The DiffMask Salience Maps row, fitted in the background (or loaded from its cache)."""
+    if args.no_diffmask:
+        return {}
+    from captum_erasure.data import load_rotten_tomatoes
+    from lit_plugin.diffmask_interpreter import DiffMaskInterpreter, fitted_diffmask
+    model, tokenizer = lit_model.model, lit_model.tokenizer
+    # fitted on the training snippets (never the explained test snippets), or on --data
+    texts = csv_texts(args.data) if args.data else list(load_rotten_tomatoes("train")["text"])
+    loader = BackgroundLoader(
+        lambda: fitted_diffmask(model, tokenizer, texts, layer=args.diffmask_layer,
+                                steps=args.diffmask_steps),
+        "DiffMask", f"{args.diffmask_steps} fit steps, minutes on a CPU")
+    interpreter = DiffMaskInterpreter(loader, layer=args.diffmask_layer)
+    return {interpreter.name: interpreter}
+
+
+def csv_texts(path: str) -> list[str]:
+    import pandas as pd
+    return pd.read_csv(path)["text"].astype(str).tolist()
+
+
 def is_loopback(host: str) -> bool:
     """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
     try:
@@ -250,7 +280,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m lit_plugin.se
         dataset_name = DATASET_NAME
     mlm_model, mlm_tokenizer = (mlm if isinstance(mlm, tuple) else (mlm, None))
     app = make_app({MODEL_NAME: lit_model}, {dataset_name: dataset}, mlm=mlm_model,
-                   mlm_tokenizer=mlm_tokenizer)
+                   mlm_tokenizer=mlm_tokenizer, interpreters=diffmask_row(args, lit_model))
     from werkzeug.serving import make_server as werkzeug_server
     server = werkzeug_server(args.host, args.port, app, threaded=True)
     url = f"http://{args.host}:{server.server_port}/"

@@ -1,6 +1,7 @@
 """Attribution methods, one per module; each describes its perturbations to the engine in
 :mod:`captum_erasure._core` and imports nothing else of the package."""
 
+from captum_erasure.attr.diffmask import DiffMask, DiffMaskResult
 from captum_erasure.attr.embedding_dimensions import EmbeddingDimensionErasure
 from captum_erasure.attr.flip import FlipResult, MinimalErasure, greedy_flip
 from captum_erasure.attr.information import InformationResult, WordInformation
@@ -13,7 +14,7 @@ from captum_erasure.attr.marginalization import (
 )
 from captum_erasure.attr.word_erasure import WordErasure, WordScores
 
-__all__ = ["WordErasure", "WordScores", "EmbeddingDimensionErasure", "HiddenUnitErasure",
+__all__ = ["DiffMask", "DiffMaskResult", "WordErasure", "WordScores", "EmbeddingDimensionErasure", "HiddenUnitErasure",
            "DatasetImportance", "InputMarginalization", "MarginalizationResult",
            "MarginalizationStats", "InputReduction", "ReductionResult", "MinimalErasure",
            "FlipResult", "greedy_flip", "WordInformation", "InformationResult"]

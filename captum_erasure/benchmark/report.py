@@ -111,6 +111,7 @@ DIAGNOSTIC_COLUMNS = [
 COST_COLUMNS = [
     ("seconds_per_example", "s / example"), ("forward_calls_per_example", "forward calls / ex."),
     ("rows_per_example", "rows / ex."), ("mlm_rows_per_example", "MLM rows / ex."),
+    ("fit_seconds", "fit s (once)"), ("fit_rows", "fit rows (once)"),
 ]
 
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -57,6 +57,7 @@ from captum_erasure.benchmark.report import (
 )
 from captum_erasure.benchmark.runners import (
     ALL_METHODS,
+    PREPARERS,
     RUNNERS,
     MethodContext,
     available_methods,
@@ -106,7 +107,9 @@ def run_benchmark(model: nn.Module, tokenizer: Any, texts: Sequence[str], labels
     rows, frames, curves, masked_curves, failures = [], [], {}, {}, {}
     for method in tqdm(methods, desc="methods", unit="method", disable=not show_progress):
         try:
+            fit_cost = PREPARERS[method](ctx) if method in PREPARERS else {}
             scores, cost = explain_all(ctx, method)
+            cost.update(fit_cost)
         except Exception as error:  # one broken method must not hide the others' results
             failures[method] = f"{type(error).__name__}: {error}"
             continue
@@ -187,6 +190,11 @@ def main(argv: Sequence[str] | None = None) -> BenchmarkResult:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (1 is much faster for small models on a busy "
                              "machine: no thread hand-offs)")
+    parser.add_argument("--diffmask-steps", type=int, default=None,
+                        help="DiffMask fit steps (batches of 16 training snippets; default "
+                             f"{FULL.diffmask_steps}, quick {QUICK.diffmask_steps})")
+    parser.add_argument("--diffmask-layer", type=int, default=None,
+                        help="DiffMask's layer (default: the last)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if args.threads:
@@ -195,6 +203,9 @@ def main(argv: Sequence[str] | None = None) -> BenchmarkResult:
     from captum_erasure.data import load_rotten_tomatoes
     from captum_erasure.models.default import load_default_model
     settings = QUICK if args.quick else FULL
+    if args.diffmask_steps is not None or args.diffmask_layer is not None:
+        settings = replace(settings, diffmask_layer=args.diffmask_layer,
+                           diffmask_steps=args.diffmask_steps or settings.diffmask_steps)
     n = min(args.n, 8) if args.quick else args.n
     show = not args.no_progress
     model, tokenizer = load_default_model()

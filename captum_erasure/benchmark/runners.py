@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -23,7 +24,8 @@ CAPTUM_METHODS = ("IntegratedGradients", "FeatureAblation", "Occlusion", "Lime",
                   "ShapleyValueSampling")
 
 
-OUR_METHODS = ("WordErasure", "InputMarginalization", "InputReduction", "WordInformation")
+OUR_METHODS = ("WordErasure", "InputMarginalization", "InputReduction", "WordInformation",
+               "DiffMask")
 
 
 LIT_METHODS = ("LIT IG", "LIT LIME")
@@ -157,6 +159,59 @@ def run_input_reduction(ctx: MethodContext) -> list[list[float]]:
     return scores
 
 
+def prepare_diffmask(ctx: MethodContext) -> dict[str, float]:
+    """Fits DiffMask once, outside the explanation cost (or loads the cached probe of the same
+    settings): input mode at the settings' layer (default: the last), ``diffmask_steps``
+    steps of ``batch_size`` 16 on the Rotten Tomatoes training snippets, seed ``ctx.seed``."""
+    from captum_erasure.attr.diffmask import DiffMask
+    from captum_erasure.data import load_rotten_tomatoes
+    s = ctx.settings
+    layer = s.diffmask_layer if s.diffmask_layer is not None else \
+        ctx.model.config.num_hidden_layers
+    method = DiffMask(ctx.model, layer=layer, mode="input",
+                      mask_token_id=ctx.tokenizer.mask_token_id)
+    path = None
+    if s.diffmask_cache:
+        path = Path(s.diffmask_cache) / f"layer{layer}_input_{s.diffmask_steps}steps_seed" \
+            f"{ctx.seed}.pt"
+    start = time.perf_counter()
+    if path is not None and path.is_file():
+        method.load(path)
+        fit_rows = 0.0
+    else:
+        method.fit(texts=load_rotten_tomatoes("train").text.tolist(), tokenizer=ctx.tokenizer,
+                   batch_size=16, max_steps=s.diffmask_steps, seed=ctx.seed,
+                   show_progress=ctx.show_progress)
+        fit_rows = float(method.fit_stats.rows)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            method.save(path)
+    ctx.diffmask = method
+    return {"fit_seconds": time.perf_counter() - start, "fit_rows": fit_rows}
+
+
+def run_diffmask(ctx: MethodContext) -> list[list[float]]:
+    method = getattr(ctx, "diffmask", None)
+    if method is None:
+        prepare_diffmask(ctx)
+        method = ctx.diffmask
+    scores: list = [None] * len(ctx.examples)
+    for indices, (ids, attention, mask) in tqdm(ctx.batches(), desc="DiffMask", leave=False,
+                                                disable=not ctx.show_progress):
+        attr = method.attribute(ids, additional_forward_args=(attention,), feature_mask=mask)
+        for row, i in enumerate(indices):
+            e = ctx.examples[i]
+            scores[i] = words_from_pieces(e, attr[row, e.body], "first")
+    return scores
+
+
+# Fitted methods: run before the method's explanations, outside their cost (run.py adds the
+# returned fit cost to the method's row).
+PREPARERS: dict[str, Callable[[MethodContext], dict[str, float]]] = {
+    "DiffMask": prepare_diffmask,
+}
+
+
 def _captum_runner(name: str) -> Callable[[MethodContext], list[list[float]]]:
     def run(ctx: MethodContext) -> list[list[float]]:
         import captum.attr as ca
@@ -258,6 +313,8 @@ METHOD_NOTES = {
     "InputReduction": "ours, Feng et al., removal order",
     "WordInformation": "ours, Guan et al., information kept at the pooled output (unsigned), "
                        "{info} Adam steps (forward+backward) per batch",
+    "DiffMask": "ours, De Cao et al., input mode at layer {dm_layer}, fitted {dm_steps} steps x 16 "
+                "training snippets (fit cost in fit_seconds), word = max keep probability",
     "IntegratedGradients": "Captum LayerIntegratedGradients on the input embeddings, {ig} steps, "
                            "[PAD] baseline, summed over the embedding and the pieces",
     "FeatureAblation": "Captum, words replaced by [PAD]",
@@ -276,7 +333,9 @@ def method_note(name: str, s: BenchmarkSettings) -> str:
     return METHOD_NOTES.get(name, "").format(
         top_k=s.marginalization_top_k, ig=s.ig_steps, lime=s.lime_samples,
         kshap=s.kernel_shap_samples, svs=s.shapley_samples, lit_ig=s.lit_ig_steps,
-        lit_lime=s.lit_lime_samples, info=s.information_steps)
+        lit_lime=s.lit_lime_samples, info=s.information_steps,
+        dm_layer="L" if s.diffmask_layer is None else s.diffmask_layer,
+        dm_steps=s.diffmask_steps)
 
 
 def available_methods(mlm: nn.Module | None) -> list[str]:
@@ -330,6 +389,7 @@ RUNNERS: dict[str, Callable[[MethodContext], list[list[float]]]] = {
     "InputMarginalization": run_input_marginalization,
     "InputReduction": run_input_reduction,
     "WordInformation": run_word_information,
+    "DiffMask": run_diffmask,
     **{name: _captum_runner(name) for name in CAPTUM_METHODS},
     "LIT IG": run_lit_ig,
     "LIT LIME": run_lit_lime,

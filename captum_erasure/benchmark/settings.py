@@ -22,6 +22,9 @@ class BenchmarkSettings:
     fraction: float = 0.2          # comprehensiveness / sufficiency rationale share
     consistency_examples: int = 50
     dataset_pairs: int = 2000
+    diffmask_steps: int = 300      # DiffMask fit steps (batches of 16 training snippets)
+    diffmask_layer: int | None = None  # None: the last layer
+    diffmask_cache: str | None = "outputs/diffmask/benchmark_probes"
 
 
 FULL = BenchmarkSettings()
@@ -30,4 +33,4 @@ FULL = BenchmarkSettings()
 QUICK = BenchmarkSettings(ig_steps=4, lit_ig_steps=4, lime_samples=16, kernel_shap_samples=16,
                           shapley_samples=2, lit_lime_samples=16, marginalization_top_k=2,
                           information_steps=10, batch_size=4, consistency_examples=6,
-                          dataset_pairs=20)
+                          dataset_pairs=20, diffmask_steps=3, diffmask_cache=None)

@@ -5,8 +5,14 @@ import pytest
 import torch
 from captum.attr import Attribution, FeatureAblation, NoiseTunnel
 
-from captum_erasure import (EmbeddingDimensionErasure, HiddenUnitErasure, InputMarginalization,
-                            InputReduction, MinimalErasure, WordErasure)
+from captum_erasure import (
+    EmbeddingDimensionErasure,
+    HiddenUnitErasure,
+    InputMarginalization,
+    InputReduction,
+    MinimalErasure,
+    WordErasure,
+)
 
 
 def _linear(x):

@@ -116,3 +116,22 @@ def test_command_line_quick_mode(tmp_path, monkeypatch, one_thread):
     assert result.summary["method"].tolist() == ["Random", "WordErasure", "FeatureAblation"]
     assert json.loads((tmp_path / "results.json").read_text())["meta"]["n_examples"] == 4
     assert (tmp_path / "report.md").is_file()
+
+
+def test_diffmask_row_costs_one_row_per_example_and_reports_its_fit(tmp_path, one_thread,
+                                                                     monkeypatch):
+    import pandas as pd
+
+    import captum_erasure.data as data
+    frame = pd.DataFrame({"text": TEXTS * 4, "label": LABELS * 4})
+    monkeypatch.setattr(data, "load_rotten_tomatoes", lambda split: frame)
+    result = run_benchmark(
+        two_class(0), toy_tokenizer(), TEXTS, LABELS, out=tmp_path,
+        methods=["Random", "DiffMask"], valences=VALENCES, settings=QUICK, seed=0,
+        model_name="tiny random BERT", show_progress=False)
+    assert result.failures == {}
+    row = result.summary.set_index("method").loc["DiffMask"]
+    assert row["rows_per_example"] == 1 and row["forward_calls_per_example"] <= 1
+    # one epoch of 20 snippets (batches of 16 and 4, under the 3-step budget), each twice
+    assert row["fit_rows"] == 2 * 20 and row["fit_seconds"] > 0
+    assert "fit s (once)" in (tmp_path / "report.md").read_text()

@@ -1,0 +1,73 @@
+"""DiffMask (De Cao et al. 2020) as a LIT Salience Maps row.
+
+DiffMask must be fitted on a dataset before it explains anything: the launcher fits it once in
+the background (progress bar on the console) or loads the probe cached by an earlier launch;
+the row answers with an error that says so until the fit is done. A word's value is its keep
+probability (the largest over its word pieces): 1 = the model needs it, 0 = it can go.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from lit_nlp.api import types as lit_types
+
+from captum_erasure import DiffMask
+from lit_plugin.interpreters import WordSalienceInterpreter, encode_words, word_scores
+
+DEFAULT_STEPS = 300
+DEFAULT_CACHE = Path("outputs") / "diffmask" / "lit_probes"
+
+
+def diffmask_name(layer: int | None) -> str:
+    where = "last layer" if layer is None else f"layer {layer}"
+    return f"DiffMask (De Cao et al. 2020, input, {where}; keep probability)"
+
+
+def fitted_diffmask(model: Any, tokenizer: Any, texts: Sequence[str], *, layer: int | None = None,
+                    steps: int = DEFAULT_STEPS, cache_dir: str | Path | None = DEFAULT_CACHE,
+                    seed: int = 0, show_progress: bool = True) -> DiffMask:
+    """An input-mode DiffMask at ``layer`` (default: the last) of ``model``, loaded from
+    ``cache_dir`` or fitted on ``texts`` (``steps`` batches of 16) and cached there."""
+    if layer is None:
+        layer = model.config.num_hidden_layers
+    method = DiffMask(model, layer=layer, mode="input", mask_token_id=tokenizer.mask_token_id)
+    path = None
+    if cache_dir is not None:
+        tag = str(getattr(model.config, "_name_or_path", "") or "model").replace("/", "_")
+        path = Path(cache_dir) / f"{tag}_layer{layer}_input_{steps}steps_seed{seed}.pt"
+        if path.is_file():
+            return method.load(path)
+    method.fit(texts=list(texts), tokenizer=tokenizer, batch_size=16, max_steps=steps,
+               seed=seed, show_progress=show_progress)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        method.save(path)
+    return method
+
+
+class DiffMaskInterpreter(WordSalienceInterpreter):
+    """Keep probability of each word under a fitted DiffMask (one forward per text).
+
+    ``source``: a fitted :class:`DiffMask`, or a zero-argument callable returning one (e.g. a
+    :class:`lit_plugin.interpreters.BackgroundLoader` that is fitting it)."""
+
+    def __init__(self, source: DiffMask | Callable[[], DiffMask], layer: int | None = None,
+                 autorun: bool = False, show_progress: bool = False):
+        super().__init__(autorun=autorun, show_progress=show_progress)
+        self.source = source
+        self.name = diffmask_name(layer)
+
+    def meta_spec(self) -> lit_types.Spec:
+        return {"saliency": lit_types.TokenSalience(autorun=self.autorun, signed=False)}
+
+    def explain(self, model, tokenizer, texts, target, config):
+        method = self.source if isinstance(self.source, DiffMask) else self.source()
+        if method.forward_func is not model:
+            raise ValueError("this DiffMask was fitted for another model")
+        encoding, mask = encode_words(model, tokenizer, texts)
+        attributions = method.attribute(
+            encoding["input_ids"], additional_forward_args=(encoding["attention_mask"],),
+            feature_mask=mask, show_progress=self.show_progress)
+        return word_scores(encoding, mask, attributions, texts)
