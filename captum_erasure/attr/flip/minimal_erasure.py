@@ -31,7 +31,11 @@ from captum.log import log_usage
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from captum_erasure._core.inputs import attribute_inputs, baseline_token_from
+from captum_erasure._core.inputs import (
+    attribute_inputs,
+    baseline_token_from,
+    check_positive_int,
+)
 from captum_erasure._core.text import encode_texts, eval_mode
 from captum_erasure._core.word_sets import SetEvaluator
 from captum_erasure.attr.flip._common import (
@@ -104,11 +108,19 @@ class MinimalErasure(PerturbationAttribution):
                  max_tokens: int | None = None, device: torch.device | str | None = None,
                  autocast: bool | torch.dtype = False, seed: int = 0) -> None:
         super().__init__(forward_func)
-        if min(samples, max_evaluations, per_round, candidates) < 1 or probes < 0:
-            raise ValueError("samples, max_evaluations, per_round and candidates must be >= 1 "
-                             "and probes >= 0")
-        if ridge <= 0 or noise <= 0 or refine_steps < 0:
-            raise ValueError("ridge and noise must be > 0 and refine_steps >= 0")
+        try:
+            samples, max_evaluations, per_round, candidates, hidden = (
+                check_positive_int(name, value) for name, value in (
+                    ("samples", samples), ("max_evaluations", max_evaluations),
+                    ("per_round", per_round), ("candidates", candidates), ("hidden", hidden)))
+            probes = check_positive_int("probes", probes, minimum=0)
+            refine_steps = check_positive_int("refine_steps", refine_steps, minimum=0)
+        except ValueError as error:
+            raise ValueError(f"{error} (samples, max_evaluations, per_round, candidates and "
+                             "hidden are positive integers; probes and refine_steps integers "
+                             ">= 0)") from None
+        if ridge <= 0 or noise <= 0:
+            raise ValueError("ridge and noise must be > 0")
         if gamma < 0:
             raise ValueError(f"gamma must be >= 0, got {gamma}")
         self.representation = representation
@@ -204,8 +216,8 @@ class MinimalErasure(PerturbationAttribution):
         Returns (and appends to ``self.history``) one row per step: mean reward, flip rate of
         the samples, mean |D| of the flipping samples, mean erase probability, classifier rows.
         """
-        if epochs < 1 or batch_size < 1:
-            raise ValueError("epochs and batch_size must be >= 1")
+        check_positive_int("epochs", epochs)
+        check_positive_int("batch_size", batch_size)
         texts = list(texts)
         batches = [list(b) for b in texts] if texts and not isinstance(texts[0], str) else \
             [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
@@ -295,9 +307,8 @@ class MinimalErasure(PerturbationAttribution):
         best set is pruned. Returns per example: the set (feature ids) or None, its
         probabilities, and a message."""
         evaluator, n = batch.evaluator, len(batch.original)
-        budget = self.max_evaluations if max_evaluations is None else max_evaluations
-        if budget < 1:
-            raise ValueError(f"max_evaluations must be >= 1, got {budget}")
+        budget = check_positive_int(
+            "max_evaluations", self.max_evaluations if max_evaluations is None else max_evaluations)
         logits = self._refined_logits(batch)
         texts: list[TextSearch | None] = [None] * n
         messages = [""] * n
@@ -444,7 +455,7 @@ class MinimalErasure(PerturbationAttribution):
         is_tuple, ids, attention, feature_mask = attribute_inputs(
             inputs, additional_forward_args, feature_mask)
         model = self.forward_func
-        with baseline_token_from(self, baselines), eval_mode(model):
+        with baseline_token_from(self, baselines, ids), eval_mode(model):
             batch = self._batch(ids.cpu(), attention.cpu(), feature_mask, sentence_words,
                                 target, pad_token_id, show_progress)
             # In token space the pruned set's own evaluated row is its verification.
