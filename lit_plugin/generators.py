@@ -24,12 +24,21 @@ from lit_nlp.api import types as lit_types
 from lit_nlp.lib import utils as lit_utils
 from torch import nn
 
-from .interpreters import _number, check_compatible, incompatibility, preds_field_of
+from captum_erasure._core.inputs import check_fraction, check_positive_int
+from captum_erasure.attr.input_reduction import DEFAULT_MAX_EVALUATIONS
+
+from .interpreters import (
+    _integer,
+    _number,
+    check_compatible,
+    incompatibility,
+    preds_field_of,
+)
 from .model import EMBEDDINGS_FIELD, TOKENS_FIELD
 
 TARGET_CLASS_KEY = "Flip to class (empty: any other class)"
 BUDGET_KEY = "Max predictions per text"
-MAX_ERASURES_KEY = "Max words to erase (0 = no limit)"
+MAX_ERASURES_KEY = "Max words to erase (empty = no limit)"  # 0 is an error, not "no limit"
 BEAM_KEY = "Beam size"
 IMPORTANCE_KEY = "Word importance"
 MIN_CONFIDENCE_KEY = "Min confidence to keep (0 = off)"
@@ -118,7 +127,8 @@ class MinimalErasureFlipGenerator(ErasureGenerator):
         model; otherwise one with an unfitted policy is built per model."""
         super().__init__(show_progress=show_progress)
         self.explainer = explainer
-        self.max_evaluations, self.seed = max_evaluations, seed
+        self.max_evaluations = check_positive_int("max_evaluations", max_evaluations)
+        self.seed = seed
         self._lock = threading.Lock()
 
     def config_spec(self) -> lit_types.Spec:
@@ -131,7 +141,7 @@ class MinimalErasureFlipGenerator(ErasureGenerator):
     def run_method(self, model, tokenizer, texts, labels, config):
         from captum_erasure.attr.flip.minimal_erasure import MinimalErasure
         target = class_index(config.get(TARGET_CLASS_KEY), labels, TARGET_CLASS_KEY)
-        budget = _number(config, BUDGET_KEY, self.max_evaluations, int)
+        budget = _integer(config, BUDGET_KEY, self.max_evaluations)
         explainer = self.explainer
         if explainer is None or explainer.forward_func is not model:
             explainer = MinimalErasure(model, seed=self.seed)
@@ -149,23 +159,24 @@ class GreedyErasureFlipGenerator(ErasureGenerator):
 
     name = "Greedy erasure flip"
 
-    def __init__(self, max_erasures: int = 0, show_progress: bool = False):
+    def __init__(self, max_erasures: int | None = None, show_progress: bool = False):
         super().__init__(show_progress=show_progress)
-        self.max_erasures = max_erasures
+        self.max_erasures = check_positive_int("max_erasures", max_erasures, allow_none=True)
 
     def config_spec(self) -> lit_types.Spec:
         return {
             TARGET_CLASS_KEY: lit_types.TextSegment(default="", required=False),
-            MAX_ERASURES_KEY: lit_types.Integer(default=self.max_erasures, min_val=0,
-                                                max_val=100, required=False),
+            MAX_ERASURES_KEY: lit_types.TextSegment(
+                default="" if self.max_erasures is None else str(self.max_erasures),
+                required=False),
         }
 
     def run_method(self, model, tokenizer, texts, labels, config):
         from captum_erasure.attr.flip.greedy import greedy_flip
         target = class_index(config.get(TARGET_CLASS_KEY), labels, TARGET_CLASS_KEY)
-        max_erasures = _number(config, MAX_ERASURES_KEY, self.max_erasures, int)
+        max_erasures = _integer(config, MAX_ERASURES_KEY, self.max_erasures, empty_is_none=True)
         results = greedy_flip(model, texts, tokenizer=tokenizer, target=target,
-                              max_erasures=max_erasures or None,
+                              max_erasures=max_erasures,
                               show_progress=self.show_progress)
         return [(r.remaining_text, _erased_note(self.name, r)) if r.flipped else
                 (None, r.message) for r in results]
@@ -179,12 +190,15 @@ class InputReductionGenerator(ErasureGenerator):
     name = "Input reduction"
 
     def __init__(self, beam_size: int = 3, importance: str = "gradient",
-                 min_confidence: float = 0.0, show_progress: bool = False):
+                 min_confidence: float = 0.0, max_evaluations: int = DEFAULT_MAX_EVALUATIONS,
+                 show_progress: bool = False):
         super().__init__(show_progress=show_progress)
         if importance not in IMPORTANCES:
             raise ValueError(f"importance must be one of {IMPORTANCES}, got {importance!r}")
-        self.beam_size, self.importance, self.min_confidence = (beam_size, importance,
-                                                                min_confidence)
+        self.beam_size = check_positive_int("beam_size", beam_size)
+        self.importance = importance
+        self.min_confidence = check_fraction("min_confidence", min_confidence)
+        self.max_evaluations = check_positive_int("max_evaluations", max_evaluations)
 
     def config_spec(self) -> lit_types.Spec:
         return {
@@ -194,28 +208,35 @@ class InputReductionGenerator(ErasureGenerator):
                                                     default=self.importance, required=False),
             MIN_CONFIDENCE_KEY: lit_types.Scalar(default=self.min_confidence, min_val=0,
                                                  max_val=1, step=0.05, required=False),
+            BUDGET_KEY: lit_types.Integer(default=self.max_evaluations, min_val=10,
+                                          max_val=100000, required=False),
         }
 
     def run_method(self, model, tokenizer, texts, labels, config):
         from captum_erasure.attr.input_reduction import InputReduction
-        beam = _number(config, BEAM_KEY, self.beam_size, int)
+        beam = _integer(config, BEAM_KEY, self.beam_size)
+        budget = _integer(config, BUDGET_KEY, self.max_evaluations)
         importance = config.get(IMPORTANCE_KEY) or self.importance
         if importance not in IMPORTANCES:
             raise ValueError(f"{IMPORTANCE_KEY!r} must be one of {list(IMPORTANCES)}, got "
                              f"{importance!r}")
         min_confidence = _number(config, MIN_CONFIDENCE_KEY, self.min_confidence)
+        if not 0 <= min_confidence <= 1:
+            raise ValueError(f"{MIN_CONFIDENCE_KEY!r} must be in [0, 1], got {min_confidence}")
         results = InputReduction(model).reduce(
             texts, tokenizer=tokenizer, beam_size=beam, importance=importance,
-            min_confidence=min_confidence or None, show_progress=self.show_progress)
+            min_confidence=min_confidence or None, max_evaluations=budget,
+            show_progress=self.show_progress)
         out = []
         for r in results:
             if not r.verified or not r.removal_path:
-                out.append((None, "no word could be removed keeping the label"
-                            if r.verified else "the reduced text did not keep the label"))
+                out.append((None, r.message or ("no word could be removed keeping the label"
+                            if r.verified else "the reduced text did not keep the label")))
                 continue
             out.append((r.reduced_text,
                         f"{self.name}: kept {len(r.kept)} of {len(r.words)} words; "
-                        f"{r.label_name} {r.original_confidence:.2f} -> {r.confidence:.2f}"))
+                        f"{r.label_name} {r.original_confidence:.2f} -> {r.confidence:.2f}"
+                        + (f" ({r.message})" if r.message else "")))
         return out
 
 

@@ -25,6 +25,7 @@ from lit_nlp.api import types as lit_types
 from lit_nlp.lib import utils as lit_utils
 from torch import nn
 
+from captum_erasure._core.inputs import check_positive_int
 from captum_erasure._core.text import (
     check_model_and_tokenizer,
     check_text,
@@ -38,7 +39,8 @@ TARGET_KEY = "_salience_target"
 SCORE_KEY = "Score"
 ERASE_KEY = "Erase words by"
 THRESHOLD_KEY = "MLM probability threshold (sigma)"
-TOP_K_KEY = "Max candidates per token (0 = no limit)"
+# Empty is "no limit"; 0 is an error (it never means "no limit").
+TOP_K_KEY = "Max candidates per token (empty = no limit)"
 
 # Input marginalization defaults for interactive use (the paper: sigma 1e-5, no limit; Kim et
 # al.'s Table 3 gives r = 0.993 with full marginalization at sigma 1e-3 for BERT).
@@ -94,6 +96,11 @@ def incompatibility(model: Any) -> str | None:
         return "the model has no text (TextSegment) input field"
     if preds_field_of(model) is None:
         return "the model has no class-probability (MulticlassPreds) output"
+    torch_model = hf_backend(model)[0]
+    n_outputs = getattr(getattr(torch_model, "config", None), "num_labels", None)
+    if _n_classes(model) == 1 or n_outputs == 1:  # 0: unknown, left to the methods
+        return ("the model has a single output (a regression head, num_labels=1?); these "
+                "methods need class probabilities")
     return None
 
 
@@ -130,7 +137,7 @@ def salience_target(config: dict | None, n_classes: int) -> int | None:
 
 def _n_classes(model: Any) -> int:
     return len(model.output_spec()[preds_field_of(model)].vocab or []) or \
-        int(hf_backend(model)[0].config.num_labels)
+        int(getattr(getattr(hf_backend(model)[0], "config", None), "num_labels", 0) or 0)
 
 
 def _choice(config: dict, key: str, choices: Sequence[str], default: str) -> str:
@@ -143,13 +150,42 @@ def _choice(config: dict, key: str, choices: Sequence[str], default: str) -> str
 
 
 def _number(config: dict, key: str, default: float, kind: Callable = float) -> Any:
+    """A finite number from a config field; anything else is an error naming the field."""
+    if kind is int:
+        return _integer(config, key, default)
     value = config.get(key, default)
     if value in (None, ""):
         return default
     try:
-        return kind(float(value)) if kind is int else kind(value)
+        number = kind(value) if not isinstance(value, bool) else None
     except (TypeError, ValueError):
-        raise ValueError(f"{key!r} must be a number, got {value!r}") from None
+        number = None
+    if number is None or not math.isfinite(number):
+        raise ValueError(f"{key!r} must be a number, got {value!r}")
+    return number
+
+
+def _integer(config: dict, key: str, default: int | None, *,
+             empty_is_none: bool = False) -> int | None:
+    """A positive integer from a config field (a number or its text: LIT's controls and API
+    requests send either). 2.5, inf, nan, abc, 0 and -1 are errors naming the field; only an
+    empty value means ``default`` (``None``, "no limit", when ``empty_is_none``)."""
+    value = config.get(key, default)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None if empty_is_none else default
+    number: Any = value
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            number = int(text)
+        except ValueError:
+            try:
+                number = float(text)
+            except ValueError:
+                number = text
+    if isinstance(number, float) and math.isfinite(number) and number.is_integer():
+        number = int(number)  # JSON may send 3.0 for 3
+    return check_positive_int(repr(key), number)
 
 
 def words_of(encoding: Any, row: int, text: str, features: Sequence[int]) -> list[str]:
@@ -241,7 +277,8 @@ class WordErasureInterpreter(WordSalienceInterpreter):
             raise ValueError(f"score must be one of {WORD_SCORES}, got {score!r}")
         if mode not in ERASE_MODES:
             raise ValueError(f"mode must be one of {ERASE_MODES}, got {mode!r}")
-        self.score, self.mode, self.batch_size = score, mode, batch_size
+        self.score, self.mode = score, mode
+        self.batch_size = check_positive_int("batch_size", batch_size)
 
     def config_spec(self) -> lit_types.Spec:
         return {
@@ -316,12 +353,15 @@ class InputMarginalizationInterpreter(WordSalienceInterpreter):
     name = "Input marginalization"
 
     def __init__(self, mlm: nn.Module | MLMSource, mlm_tokenizer: Any = None, *,
-                 autorun: bool = False, threshold: float = UI_THRESHOLD, top_k: int = UI_TOP_K,
-                 batch_size: int = 256, show_progress: bool = False):
+                 autorun: bool = False, threshold: float = UI_THRESHOLD,
+                 top_k: int | None = UI_TOP_K, batch_size: int = 256,
+                 show_progress: bool = False):
         super().__init__(autorun=autorun, show_progress=show_progress)
         self._mlm = mlm
         self._mlm_tokenizer = mlm_tokenizer
-        self.threshold, self.top_k, self.batch_size = threshold, top_k, batch_size
+        self.threshold = threshold
+        self.top_k = check_positive_int("top_k", top_k, allow_none=True)
+        self.batch_size = check_positive_int("batch_size", batch_size)
 
     def mlm(self) -> tuple[nn.Module, Any]:
         if isinstance(self._mlm, nn.Module):
@@ -332,17 +372,15 @@ class InputMarginalizationInterpreter(WordSalienceInterpreter):
         return {
             **super().config_spec(),
             THRESHOLD_KEY: lit_types.TextSegment(default=f"{self.threshold:g}", required=False),
-            TOP_K_KEY: lit_types.Integer(default=self.top_k, min_val=0, max_val=100000,
-                                         required=False),
+            TOP_K_KEY: lit_types.TextSegment(
+                default="" if self.top_k is None else str(self.top_k), required=False),
         }
 
     def explain(self, model, tokenizer, texts, target, config):
         threshold = _number(config, THRESHOLD_KEY, self.threshold)
-        top_k = _number(config, TOP_K_KEY, self.top_k, int)
+        top_k = _integer(config, TOP_K_KEY, self.top_k, empty_is_none=True)
         if not (0 <= threshold < 1) or math.isnan(threshold):
             raise ValueError(f"{THRESHOLD_KEY!r} must be in [0, 1), got {threshold}")
-        if top_k < 0:
-            raise ValueError(f"{TOP_K_KEY!r} must be >= 0, got {top_k}")
         mlm, mlm_tokenizer = self.mlm()
         encoding, mask = encode_words(model, tokenizer, texts)
         method = InputMarginalization(model, mlm, tokenizer=tokenizer,
@@ -350,7 +388,7 @@ class InputMarginalizationInterpreter(WordSalienceInterpreter):
         attributions = method.attribute(
             encoding["input_ids"], target=target,
             additional_forward_args=(encoding["attention_mask"],), feature_mask=mask,
-            threshold=threshold if threshold > 0 else None, top_k=top_k or None,
+            threshold=threshold if threshold > 0 else None, top_k=top_k,
             show_progress=self.show_progress)
         return word_scores(encoding, mask, attributions, texts)
 
@@ -400,7 +438,7 @@ class InputReductionOrderInterpreter(WordSalienceInterpreter):
 
     def __init__(self, autorun: bool = False, beam_size: int = 3, show_progress: bool = False):
         super().__init__(autorun=autorun, show_progress=show_progress)
-        self.beam_size = beam_size
+        self.beam_size = check_positive_int("beam_size", beam_size)
 
     def explain(self, model, tokenizer, texts, target, config):
         from captum_erasure.attr.input_reduction import InputReduction

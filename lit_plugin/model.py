@@ -23,6 +23,7 @@ from lit_nlp.api import model as lit_model
 from lit_nlp.api import types as lit_types
 from torch import nn
 
+from captum_erasure._core.inputs import check_positive_int, require_class_outputs
 from captum_erasure._core.text import eval_mode
 
 logger = logging.getLogger(__name__)
@@ -76,8 +77,7 @@ class HFSequenceClassifier(lit_model.BatchedModel):
                  compute_gradients: bool = True, labels: Sequence[str] | None = None,
                  text_field: str = TEXT_FIELD, max_length: int | None = None,
                  truncate: bool = False):
-        if max_minibatch_size < 1:
-            raise ValueError(f"max_minibatch_size must be >= 1, got {max_minibatch_size}")
+        check_positive_int("max_minibatch_size", max_minibatch_size)
         if getattr(tokenizer, "pad_token_id", None) is None:
             raise ValueError("the tokenizer has no pad token; set tokenizer.pad_token first")
         embedding = model.get_input_embeddings()
@@ -89,10 +89,13 @@ class HFSequenceClassifier(lit_model.BatchedModel):
         self.model = model
         self.tokenizer = tokenizer
         self.labels = _labels_of(model, labels)
+        # a regression head (num_labels=1) would give probas=[1.0] for every text
+        require_class_outputs(len(self.labels), type(self).__name__)
         self.compute_gradients = bool(compute_gradients)
         self.text_field = text_field
         self.truncate = truncate
         self._max_minibatch_size = int(max_minibatch_size)
+        max_length = check_positive_int("max_length", max_length, allow_none=True)
         limit = max_length if max_length is not None else getattr(tokenizer, "model_max_length",
                                                                   None)
         positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from captum_erasure._core.inputs import check_positive_int
 from captum_erasure._core.scores import (
     check_outputs_fit_score,
     check_score,
@@ -109,10 +110,8 @@ class PerturbationEngine:
                  max_tokens: int | None = None, device: torch.device | str | None = None,
                  autocast: bool | torch.dtype = False, show_progress: bool = False,
                  sort_window: int | None = DEFAULT_SORT_WINDOW) -> None:
-        if batch_size is not None and batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if max_tokens is not None and max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
+        batch_size = check_positive_int("batch_size", batch_size, allow_none=True)
+        max_tokens = check_positive_int("max_tokens", max_tokens, allow_none=True)
         self.forward_func = forward_func
         self.batch_size = batch_size if batch_size or max_tokens else DEFAULT_BATCH_SIZE
         self.max_tokens = max_tokens
@@ -259,9 +258,8 @@ def engine_for_call(forward: Callable, model_forward: Callable, *, n_examples: i
     gets ``DEFAULT_CUDA_MAX_TOKENS`` padded tokens per forward and a CPU 64 rows.
     """
     if perturbations_per_eval is not None:
-        if perturbations_per_eval < 1:
-            raise ValueError("perturbations_per_eval must be >= 1")
-        batch_size = perturbations_per_eval * n_examples
+        ppe = check_positive_int("perturbations_per_eval", perturbations_per_eval)
+        batch_size = ppe * n_examples
     elif one_row_per_example and batch_size is None and max_tokens is None:
         batch_size = n_examples
     device = torch.device(device) if device is not None else model_device(model_forward)
@@ -298,11 +296,12 @@ class ErasureResult:
 def score_erasures(engine: PerturbationEngine, collate: Collate, originals: Sequence[Row],
                    erasures: Iterable[Row], *, n_slots: int, target: Any, score: str,
                    output_kind: str = "logits", total: int | None = None,
-                   desc: str = "erasures") -> ErasureResult:
+                   desc: str = "erasures", method: str | None = None) -> ErasureResult:
     """Runs the unperturbed rows, then streams the erased rows and scores each against its
     example's original output. Memory is O(examples x slots), never O(rows x outputs).
 
-    The originals go first so that a bad target or NaN output fails before the expensive part.
+    The originals go first so that a bad target or NaN output fails before the expensive part;
+    ``method`` names the caller in those errors.
     """
     check_score(score)
     original_outputs = engine.run(originals, collate, desc="originals")
@@ -310,7 +309,7 @@ def score_erasures(engine: PerturbationEngine, collate: Collate, originals: Sequ
         raise OutputShapeError(
             f"forward_func returned outputs of shape {tuple(original_outputs.shape)}; it must "
             "return (rows, n_outputs) or (rows,)")
-    check_outputs_fit_score(original_outputs, score, output_kind)
+    check_outputs_fit_score(original_outputs, score, output_kind, method)
     targets = None if (score == "output_diff" and target is None) else \
         resolve_targets(target, original_outputs)
     n_examples, n_outputs = original_outputs.shape

@@ -7,30 +7,16 @@ one :class:`EngineOptions` as ``options=``; they are checked here once, for all 
 from __future__ import annotations
 
 import dataclasses
-import operator
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
 from captum_erasure._core.engine import PerturbationEngine, engine_for_call
+from captum_erasure._core.inputs import check_positive_int
 from captum_erasure._core.scores import OUTPUT_KINDS
 
 ENGINE_OPTION_NAMES = ("output", "batch_size", "max_tokens", "device", "autocast")
-
-
-def _optional_positive_int(name: str, value: Any) -> int | None:
-    if value is None:
-        return None
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        number = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be a positive integer or None, got {value!r}") from None
-    if number < 1:
-        raise ValueError(f"{name} must be >= 1 (None for no limit), got {number}")
-    return number
 
 
 @dataclass(frozen=True)
@@ -55,10 +41,9 @@ class EngineOptions:
     def __post_init__(self) -> None:
         if self.output not in OUTPUT_KINDS:
             raise ValueError(f"output must be one of {OUTPUT_KINDS}, got {self.output!r}")
-        object.__setattr__(self, "batch_size",
-                           _optional_positive_int("batch_size", self.batch_size))
-        object.__setattr__(self, "max_tokens",
-                           _optional_positive_int("max_tokens", self.max_tokens))
+        for name in ("batch_size", "max_tokens"):
+            value = check_positive_int(name, getattr(self, name), allow_none=True)
+            object.__setattr__(self, name, value)
         if not isinstance(self.autocast, (bool, torch.dtype)):
             raise TypeError(f"autocast must be a bool or a torch.dtype, got {self.autocast!r}")
         if self.device is not None:

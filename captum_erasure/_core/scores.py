@@ -19,11 +19,10 @@ target class.
 
 from __future__ import annotations
 
-import numbers
-from typing import Sequence
-
 import torch
 from torch import Tensor
+
+from captum_erasure._core.inputs import check_targets
 
 SCORES = ("eq1", "log_prob_diff", "prob_diff", "logit_diff", "output_diff")
 OUTPUT_KINDS = ("logits", "probs", "log_probs")
@@ -36,13 +35,15 @@ def check_score(score: str) -> str:
     return score
 
 
-def check_outputs_fit_score(outputs: Tensor, score: str, output_kind: str) -> None:
+def check_outputs_fit_score(outputs: Tensor, score: str, output_kind: str,
+                            method: str | None = None) -> None:
     """A single-column output has no class distribution: log-softmax over it is 0, so every
-    probability-based score would silently be 0."""
+    probability-based score would silently be 0. ``method`` names the caller in the error."""
     if outputs.shape[-1] == 1 and output_kind == "logits" and score in (
             "eq1", "log_prob_diff", "prob_diff"):
         raise ValueError(
-            f"the model returns a single output per row, so score={score!r} (which needs class "
+            f"{method + ': ' if method else ''}the model returns a single output per row "
+            f"(a regression head, num_labels=1?), so score={score!r} (which needs class "
             "probabilities) would be 0 everywhere; return one logit per class, or use "
             "score='logit_diff' or 'output_diff'")
 
@@ -62,33 +63,14 @@ def log_probs(outputs: Tensor, output_kind: str) -> Tensor:
 def resolve_targets(target, original_outputs: Tensor) -> Tensor | None:
     """One class index per example; ``None`` means the predicted class.
 
-    Accepts an int, a sequence or a tensor of ints (one per example). Raises a clear error for a
-    class outside the model's range or a wrong number of targets.
+    Accepts an int, a sequence or a tensor of ints (one per example); anything else (floats, a
+    wrong number of targets, a class outside the model's range) is the ``ValueError`` of
+    :func:`~captum_erasure._core.inputs.check_targets`, the same in every method.
     """
-    n_examples, n_classes = original_outputs.shape[0], original_outputs.shape[-1]
     if target is None:
         return original_outputs.argmax(-1)
-    if isinstance(target, Tensor) and target.is_floating_point():
-        raise TypeError("target must hold integer class indices, got a float tensor")
-    if hasattr(target, "tolist") and not isinstance(target, numbers.Integral):
-        target = list(target.reshape(-1).tolist())  # tensors and numpy arrays
-    if isinstance(target, numbers.Integral):
-        target = [int(target)] * n_examples
-    if not isinstance(target, Sequence) or not all(isinstance(t, numbers.Integral)
-                                                   for t in target):
-        raise TypeError(
-            f"target must be None, an int, or one int per example; got {target!r}. Captum's "
-            "tuple targets for multi-dimensional outputs are not supported here")
-    target = [int(t) for t in target]
-    if len(target) == 1:
-        target = target * n_examples
-    if len(target) != n_examples:
-        raise ValueError(f"got {len(target)} targets for {n_examples} examples")
-    bad = [t for t in target if not 0 <= t < n_classes]
-    if bad:
-        raise ValueError(
-            f"target {bad[0]} is outside the model's class range [0, {n_classes - 1}]")
-    return torch.tensor(target, dtype=torch.long)
+    n_examples, n_classes = original_outputs.shape[0], original_outputs.shape[-1]
+    return torch.tensor(check_targets(target, n_examples, n_classes), dtype=torch.long)
 
 
 def erasure_scores(original: Tensor, erased: Tensor, target: Tensor | None, score: str,

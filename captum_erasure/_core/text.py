@@ -10,6 +10,8 @@ from typing import Any, Iterable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
+from captum_erasure._core.inputs import check_positive_int, model_limits
+
 NOT_A_FEATURE = -1  # feature-mask value for tokens that are never erased (specials, padding)
 
 
@@ -212,13 +214,13 @@ def check_model_and_tokenizer(model: nn.Module, tokenizer: Any) -> None:
 
 def max_tokens_of(model: nn.Module, tokenizer: Any, max_length: int | None = None) -> int | None:
     """Longest input (special tokens included) the model accepts: ``max_length`` or the
-    tokenizer's ``model_max_length``, capped by ``config.max_position_embeddings``."""
+    tokenizer's ``model_max_length``, capped by the model's positions (the same limit the
+    token-id entry points check: :func:`~captum_erasure._core.inputs.model_limits`)."""
+    max_length = check_positive_int("max_length", max_length, allow_none=True)
     limit = max_length if max_length is not None else getattr(tokenizer, "model_max_length", None)
-    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    positions = model_limits(model)[0]
     if positions and (limit is None or limit > positions):
         limit = positions
-    if limit is not None and limit < 1:
-        raise ValueError(f"max_length must be >= 1, got {limit}")
     return limit
 
 

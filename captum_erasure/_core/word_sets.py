@@ -14,7 +14,13 @@ from captum_erasure._core.engine import (
     Row,
     engine_for_call,
 )
-from captum_erasure._core.inputs import delete_and_repack
+from captum_erasure._core.inputs import (
+    baseline_token_ids,
+    check_token_ids,
+    delete_and_repack,
+    model_limits,
+    require_class_outputs,
+)
 from captum_erasure._core.scores import OUTPUT_KINDS, log_probs
 from captum_erasure._core.text import NOT_A_FEATURE, feature_ids
 
@@ -41,14 +47,14 @@ class SetEvaluator:
                    mode=method.mode, baseline_id=pad_token_id if baseline is None else baseline,
                    pad_token_id=pad_token_id, output=method.output, batch_size=method.batch_size,
                    max_tokens=method.max_tokens, device=method.device, autocast=method.autocast,
-                   show_progress=show_progress)
+                   show_progress=show_progress, method=type(method).__name__)
 
     def __init__(self, forward_func: Callable, input_ids: Tensor, attention_mask: Tensor,
                  feature_mask: Tensor, *, mode: str = "delete", baseline_id: int = 0,
                  pad_token_id: int = 0, output: str = "logits", batch_size: int | None = None,
                  max_tokens: int | None = None, device: torch.device | str | None = None,
                  autocast: bool | torch.dtype = False, show_progress: bool = False,
-                 engine: PerturbationEngine | None = None) -> None:
+                 engine: PerturbationEngine | None = None, method: str = "SetEvaluator") -> None:
         if mode not in SET_MODES:
             raise ValueError(f"unknown mode {mode!r}; choose one of {SET_MODES}")
         if output not in OUTPUT_KINDS:
@@ -59,6 +65,13 @@ class SetEvaluator:
                 f"input_ids {tuple(input_ids.shape)}, attention mask "
                 f"{tuple(attention_mask.shape)} and feature mask {tuple(feature_mask.shape)} "
                 "must all be (batch, sequence)")
+        # The checks of the text entry points, for every caller (token-id tensors included):
+        # only the attended columns reach the model (collate drops shared right padding).
+        model = engine.forward_func if engine is not None else forward_func
+        check_token_ids(input_ids, model, attention_mask)
+        if mode == "replace":
+            baseline_token_ids(baseline_id, input_ids, model_limits(model)[1])
+        self.method = method
         self.ids = input_ids.cpu()
         self.attention = attention_mask.cpu()
         self.mask = feature_mask.cpu().long().expand(input_ids.shape)
@@ -116,6 +129,13 @@ class SetEvaluator:
         """Every set evaluated so far for ``example`` (sorted feature ids -> probabilities)."""
         return {erased: row for (b, erased), row in self._memo.items() if b == example}
 
+    def cost(self, requests: Sequence[tuple[int, Iterable[int]]]) -> int:
+        """Rows :meth:`evaluate` would spend on ``requests``: the distinct sets not yet
+        evaluated (what a prediction budget is checked against before spending it)."""
+        keys = {(example, tuple(sorted({int(f) for f in erased})))
+                for example, erased in requests}
+        return sum(key not in self._memo for key in keys)
+
     def evaluate(self, requests: Sequence[tuple[int, Iterable[int]]],
                  desc: str = "erased sets") -> Tensor:
         """Probabilities (float64, one row per request) of each example with its set erased.
@@ -128,7 +148,9 @@ class SetEvaluator:
         for example, _ in new:
             self.rows_per_example[example] += 1
         if rows:
-            out = log_probs(self.engine.run(rows, self.collate, desc=desc), self.output).exp()
+            raw = self.engine.run(rows, self.collate, desc=desc)
+            require_class_outputs(raw, self.method)  # one output: softmax is always 1
+            out = log_probs(raw, self.output).exp()
             self._memo.update(zip(new, out))
         if not keys:
             return torch.empty(0, 0, dtype=torch.float64)

@@ -24,6 +24,7 @@ from captum_erasure._core.inputs import (
     _NO_TARGET,
     as_extra_args,
     as_input_tuple,
+    check_token_ids,
     example_indexer,
     row_length,
     unpack_batch,
@@ -191,7 +192,8 @@ class UnitErasureBase(UsesEngine, PerturbationAttribution):
                     for layer, width in enumerate(widths) for unit in range(width))
         result = score_erasures(engine, collate, originals, erasures, n_slots=sum(widths),
                                 target=target, score=score, output_kind=self.output,
-                                total=n_examples * sum(widths), desc=desc)
+                                total=n_examples * sum(widths), desc=desc,
+                                method=type(self).__name__)
         self.last_stats = engine.stats
         self.last_result = UnitScores(result.scores, widths, result.original_outputs,
                                       result.targets, engine.stats)
@@ -203,6 +205,11 @@ class UnitErasureBase(UsesEngine, PerturbationAttribution):
                             score: str | None) -> UnitScores:
         """Erasure of each unit of each module's output activation, via forward hooks."""
         tensors, _ = as_input_tuple(inputs)
+        if tensors[0].dim() == 2 and not tensors[0].is_floating_point() and \
+                tensors[0].dtype != torch.bool:
+            # token ids: the text entry points' checks (positions, vocabulary), where the model
+            # states its limits; nothing is trimmed here, so every column counts
+            check_token_ids(tensors[0], self.forward_func)
         n_examples = tensors[0].shape[0]
         forward_args = example_indexer(tensors + as_extra_args(additional_forward_args),
                                        n_examples)

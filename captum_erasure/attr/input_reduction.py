@@ -16,8 +16,10 @@ all candidates of all beams and examples are verified in one batched pass throug
 engine, and the ``beam_size`` most confident survivors form the next beam. Slot 0 always
 continues the greedy (beam 1) path, so a beam never reduces less than greedy. The result is
 the most confident of the shortest survivors, verified by a final forward on the reduced
-text. A greedy "erase the most important words until the label flips" baseline for
-comparison is :func:`captum_erasure.attr.flip.greedy.greedy_flip`.
+text. Every text has a budget of ``max_evaluations`` predictions (default 10,000): a step that
+would exceed it is not started, and the result, the best reduction verified so far, says so
+(``budget_reached``, ``message``). A greedy "erase the most important words until the label
+flips" baseline for comparison is :func:`captum_erasure.attr.flip.greedy.greedy_flip`.
 """
 
 from __future__ import annotations
@@ -35,7 +37,13 @@ from captum_erasure._core.engine import (
     output_logits,
 )
 from captum_erasure._core.hooks import input_embeddings
-from captum_erasure._core.inputs import attribute_inputs, baseline_token_from
+from captum_erasure._core.inputs import (
+    attribute_inputs,
+    baseline_token_from,
+    check_fraction,
+    check_positive_int,
+    check_targets,
+)
 from captum_erasure._core.options import EngineOptions, UsesEngine
 from captum_erasure._core.scores import log_probs
 from captum_erasure._core.text import (
@@ -49,6 +57,9 @@ from captum_erasure._core.word_sets import SetEvaluator
 from captum_erasure.attr.flip._common import tensor_call_words
 
 IMPORTANCES = ("gradient", "loo")
+# Predictions per text: bounds beam-3 leave-one-out on a 306-word text (139,728 predictions
+# unbounded) while gradient beam 3 (about 10 per word) finishes texts of ~1,000 words.
+DEFAULT_MAX_EVALUATIONS = 10_000
 
 
 @dataclass
@@ -66,6 +77,11 @@ class InputReduction(UsesEngine, PerturbationAttribution):
         importance: ``"gradient"`` (default, Feng) or ``"loo"`` (leave-one-out erasure).
         beam_size: 1 is greedy.
         min_confidence: a removal must also keep P(label) at or above this.
+        max_evaluations: predictions per text the search stays within (gradient rows, every
+            candidate and, in ``reduce``, the verification counted; default
+            ``DEFAULT_MAX_EVALUATIONS``). A step that does not fit is not started: the result
+            is the best reduction verified so far and says so (``budget_reached``,
+            ``message``). The original prediction and the verification always run.
         mode: how words are removed: ``"delete"`` (default), ``"replace"``, ``"attention"``.
         embedding_layer: the token-embedding module for gradients (default:
             ``get_input_embeddings()`` of an HF model).
@@ -75,13 +91,15 @@ class InputReduction(UsesEngine, PerturbationAttribution):
                  beam_size: int = 1, min_confidence: float | None = None,
                  mode: str = "delete", baseline_token: int | None = None,
                  embedding_layer: nn.Module | None = None, pad_token_id: int | None = None,
+                 max_evaluations: int = DEFAULT_MAX_EVALUATIONS,
                  options: EngineOptions | None = None, **engine_options: Any) -> None:
         super().__init__(forward_func)
         self.options = EngineOptions.resolve(type(self).__name__, options, engine_options)
         self.pad_token_id = pad_token_id
         self.importance = _check_importance(importance)
         self.beam_size = _check_beam(beam_size)
-        self.min_confidence = min_confidence
+        self.min_confidence = check_fraction("min_confidence", min_confidence, allow_none=True)
+        self.max_evaluations = check_positive_int("max_evaluations", max_evaluations)
         self.mode, self.baseline_token = mode, baseline_token
         self.embedding_layer = embedding_layer
         self.last_stats = None
@@ -90,31 +108,42 @@ class InputReduction(UsesEngine, PerturbationAttribution):
 
     # -- core -------------------------------------------------------------------------------
     def _run(self, evaluator: SetEvaluator, target: Any, beam_size: int, importance: str,
-             min_confidence: float | None, show_progress: bool) -> tuple[list, Tensor, list]:
-        """Per example: the best beam at the end and the original probabilities."""
+             min_confidence: float | None, budget: int,
+             reserve: int) -> tuple[list, Tensor, Tensor, list[bool]]:
+        """Per example: the best beam at the end, the original probabilities and labels, and
+        whether the budget (``reserve`` rows kept for after the search) stopped it."""
         n = len(evaluator.ids)
         original = evaluator.evaluate([(b, ()) for b in range(n)], desc="originals")
         labels = original.argmax(-1)
         if target is not None:
-            wanted = torch.as_tensor(target).reshape(-1).expand(n)
+            wanted = check_targets(target, n, original.shape[1])
             for b in range(n):
-                if int(wanted[b]) != int(labels[b]):
+                if wanted[b] != int(labels[b]):
                     raise ValueError(
                         f"input reduction keeps the model's own prediction; target "
-                        f"{int(wanted[b])} is not the predicted class {int(labels[b])} of "
+                        f"{wanted[b]} is not the predicted class {int(labels[b])} of "
                         f"example {b} (pass target=None)")
         beams = [[_Beam((), float(original[b, labels[b]]))] for b in range(n)]
         best = [beams[b][0] for b in range(n)]
+        stopped = [False] * n
         self.last_gradient_rows = 0
         active = list(range(n))
         while active:
+            if importance == "gradient":  # one gradient row per beam, then a candidate
+                active = [b for b in active if not self._over_budget(
+                    evaluator, b, len(beams[b]) + 1 + reserve, budget, stopped)]
             proposals = self._proposals(evaluator, beams, active, labels, beam_size, importance)
             requests, parents = [], []
             for b in active:
-                for slot, beam in enumerate(beams[b]):
-                    for rank, word in enumerate(proposals[(b, slot)]):
-                        requests.append((b, beam.removed + (word,)))
-                        parents.append((slot, rank))
+                mine = [((b, beam.removed + (word,)), (slot, rank))
+                        for slot, beam in enumerate(beams[b])
+                        for rank, word in enumerate(proposals[(b, slot)])]
+                # A step is evaluated whole or not at all: half a step would bias the beam.
+                if mine and self._over_budget(evaluator, b, evaluator.cost(
+                        [r for r, _ in mine]) + reserve, budget, stopped):
+                    continue
+                requests += [r for r, _ in mine]
+                parents += [p for _, p in mine]
             if not requests:
                 break
             out = evaluator.evaluate(requests, desc=f"reduction ({importance})")
@@ -136,7 +165,17 @@ class InputReduction(UsesEngine, PerturbationAttribution):
                     if n_words - len(kept[0].removed) > 1:
                         still.append(b)
             active = still
-        return best, original, labels
+        return best, original, labels, stopped
+
+    @staticmethod
+    def _over_budget(evaluator: SetEvaluator, example: int, rows: int, budget: int,
+                     stopped: list[bool]) -> bool:
+        """Whether ``rows`` more predictions would take ``example`` past ``budget`` (and then
+        mark it stopped)."""
+        if evaluator.rows_per_example[example] + rows <= budget:
+            return False
+        stopped[example] = True
+        return True
 
     @staticmethod
     def _next_beams(children: list, beam_size: int, importance: str) -> list[_Beam]:
@@ -232,6 +271,10 @@ class InputReduction(UsesEngine, PerturbationAttribution):
             return int(pad_token_id)
         return 0 if self.pad_token_id is None else int(self.pad_token_id)
 
+    def _budget(self, max_evaluations: int | None) -> int:
+        return check_positive_int("max_evaluations", self.max_evaluations
+                                  if max_evaluations is None else max_evaluations)
+
     def _evaluator(self, ids: Tensor, attention: Tensor, mask: Tensor, pad_token_id: int,
                    show_progress: bool) -> SetEvaluator:
         return SetEvaluator.for_method(self, ids, attention, mask, self._pad_id(pad_token_id),
@@ -241,13 +284,16 @@ class InputReduction(UsesEngine, PerturbationAttribution):
     def reduce(self, texts: str | Sequence[str], *, tokenizer: Any,
                beam_size: int | None = None, importance: str | None = None,
                min_confidence: float | None = None, max_length: int | None = None,
-               truncate: bool = False, show_progress: bool = False) -> list[ReductionResult]:
+               truncate: bool = False, show_progress: bool = False,
+               max_evaluations: int | None = None) -> list[ReductionResult]:
         """Reduce each text (a string is one text); arguments left ``None`` use the
         constructor's. The reduced text is checked by a final forward (tokenized again)."""
         beam_size = _check_beam(self.beam_size if beam_size is None else beam_size)
         importance = _check_importance(importance or self.importance)
+        min_confidence = check_fraction("min_confidence", min_confidence, allow_none=True)
         if min_confidence is None:
             min_confidence = self.min_confidence
+        budget = self._budget(max_evaluations)
         model = self.forward_func
         encoded = encode_texts(model, tokenizer, texts, max_length=max_length,
                                truncate=truncate)
@@ -255,8 +301,8 @@ class InputReduction(UsesEngine, PerturbationAttribution):
             evaluator = self._evaluator(encoded.input_ids, encoded.attention_mask,
                                         encoded.feature_mask, tokenizer.pad_token_id,
                                         show_progress)
-            best, original, labels = self._run(evaluator, None, beam_size, importance,
-                                               min_confidence, show_progress)
+            best, original, labels, stopped = self._run(evaluator, None, beam_size,
+                                                        importance, min_confidence, budget, 1)
             reduced = [encoded.text_without(b, best[b].removed) for b in range(len(encoded))]
             again = tokenizer(reduced, padding=True, padding_side="right", return_tensors="pt",
                               return_token_type_ids=False, truncation=False)
@@ -279,7 +325,9 @@ class InputReduction(UsesEngine, PerturbationAttribution):
                 original_confidence=float(original[b, label]),
                 forward_passes=evaluator.rows_per_example[b],
                 label_name=label_name(model, label), importance=importance,
-                beam_size=beam_size, verified=int(checked[b].argmax()) == label))
+                beam_size=beam_size, verified=int(checked[b].argmax()) == label,
+                budget_reached=stopped[b], message=_budget_message(stopped[b], budget,
+                                                                   len(removed))))
         self.last_stats = evaluator.stats
         self.last_result = results
         return results
@@ -294,7 +342,8 @@ class InputReduction(UsesEngine, PerturbationAttribution):
                   target: Any = None, additional_forward_args: Any = None,
                   feature_mask: Tensor | None = None, beam_size: int | None = None,
                   importance: str | None = None, min_confidence: float | None = None,
-                  pad_token_id: int | None = None, show_progress: bool = False, **kwargs: Any) -> Any:
+                  pad_token_id: int | None = None, show_progress: bool = False,
+                  max_evaluations: int | None = None, **kwargs: Any) -> Any:
         """Captum-style: a tensor shaped like ``inputs`` holding each word's removal order
         (1 = removed first; words kept to the end get ``len(removal_path) + 1``, so larger
         means more important; tokens outside words 0). ``additional_forward_args[0]`` is the
@@ -307,14 +356,15 @@ class InputReduction(UsesEngine, PerturbationAttribution):
             inputs, additional_forward_args, feature_mask)
         beam_size = _check_beam(self.beam_size if beam_size is None else beam_size)
         importance = _check_importance(importance or self.importance)
+        min_confidence = check_fraction("min_confidence", min_confidence, allow_none=True)
+        budget = self._budget(max_evaluations)
         model = self.forward_func
-        with baseline_token_from(self, baselines), eval_mode(model):
+        with baseline_token_from(self, baselines, ids), eval_mode(model):
             evaluator = self._evaluator(ids.cpu(), attention.cpu(), feature_mask,
                                         pad_token_id, show_progress)
-            best, original, labels = self._run(
+            best, original, labels, stopped = self._run(
                 evaluator, target, beam_size, importance,
-                self.min_confidence if min_confidence is None else min_confidence,
-                show_progress)
+                self.min_confidence if min_confidence is None else min_confidence, budget, 0)
         attr = torch.zeros(ids.shape, dtype=torch.float32)
         for b in range(len(ids)):
             path = list(best[b].removed)
@@ -330,7 +380,9 @@ class InputReduction(UsesEngine, PerturbationAttribution):
             confidence=float(best[b].confidence),
             original_confidence=float(original[b, labels[b]]),
             forward_passes=evaluator.rows_per_example[b], importance=importance,
-            beam_size=beam_size) for b in range(len(ids))]
+            beam_size=beam_size, budget_reached=stopped[b],
+            message=_budget_message(stopped[b], budget, len(best[b].removed)))
+            for b in range(len(ids))]
         attr = attr.to(ids.device)
         return (attr,) if is_tuple else attr
 
@@ -342,9 +394,15 @@ def _check_importance(importance: str) -> str:
 
 
 def _check_beam(beam_size: int) -> int:
-    if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
-        raise ValueError(f"beam_size must be an integer >= 1, got {beam_size!r}")
-    return beam_size
+    return check_positive_int("beam_size", beam_size)
+
+
+def _budget_message(stopped: bool, budget: int, n_removed: int) -> str:
+    if not stopped:
+        return ""
+    return (f"stopped at the budget of {budget} predictions (max_evaluations) after "
+            f"{n_removed} removal(s): the best reduction verified so far; raise max_evaluations "
+            "to reduce further")
 
 
 
@@ -376,6 +434,8 @@ class ReductionResult:
     importance: str = "gradient"
     beam_size: int = 1
     verified: bool = True           # the final forward on reduced_text kept the label
+    budget_reached: bool = False    # the prediction budget ended the search before it was done
+    message: str = ""               # what stopped it early, when something did
 
     @property
     def reduced_words(self) -> list[str]:

@@ -47,7 +47,7 @@ from captum_erasure._core.engine import (
     Row,
     engine_for_call,
 )
-from captum_erasure._core.inputs import as_extra_args
+from captum_erasure._core.inputs import as_extra_args, check_positive_int, check_token_ids
 from captum_erasure._core.masked_lm import (
     MLMTokens,
     PositionLogits,
@@ -108,8 +108,7 @@ def check_truncation(threshold: float | None, top_k: int | None,
         threshold = DEFAULT_THRESHOLD
     if threshold is not None and not 0 <= threshold < 1:
         raise ValueError(f"threshold must be in [0, 1), got {threshold}")
-    if top_k is not None and (isinstance(top_k, bool) or int(top_k) != top_k or top_k < 1):
-        raise ValueError(f"top_k must be a positive int, got {top_k}")
+    top_k = check_positive_int("top_k", top_k, allow_none=True)  # None is "no limit", 0 is not
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
     return threshold, top_k, top_p
@@ -249,10 +248,11 @@ class InputMarginalization(UsesEngine, PerturbationAttribution):
         if not isinstance(inputs, Tensor) or inputs.dim() != 2 or inputs.is_floating_point():
             raise ValueError("inputs must be a (batch, sequence) tensor of token ids, got "
                              f"{getattr(inputs, 'shape', type(inputs))}")
-        check_shared_vocabulary(self.tokens, input_ids=inputs)
         ids = inputs.cpu()
         extra = as_extra_args(additional_forward_args)
         attention = self._attention_mask(ids, extra)
+        check_token_ids(ids, self.forward_func, attention)  # rows are cut to the attended width
+        check_shared_vocabulary(self.tokens, input_ids=inputs)
         specials = self.tokens.special_tensor()
         features = self._feature_mask(ids, attention, feature_mask, specials)
         marginalised = (features >= 0) & ~torch.isin(ids, specials)
@@ -271,7 +271,8 @@ class InputMarginalization(UsesEngine, PerturbationAttribution):
             max_tokens=self.max_tokens, device=self.device, autocast=self.autocast,
             show_progress=show_progress)
         original_outputs, canonical = self._run_originals(classifier, token_rows)
-        check_outputs_fit_score(original_outputs, "log_prob_diff", self.output)
+        check_outputs_fit_score(original_outputs, "log_prob_diff", self.output,
+                                type(self).__name__)
         targets = resolve_targets(target, original_outputs)
         original_log_probs = log_probs(original_outputs, self.output)
 

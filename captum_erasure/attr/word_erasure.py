@@ -28,7 +28,14 @@ from captum_erasure._core.engine import (
     score_erasures,
 )
 from captum_erasure._core.hooks import input_embeddings, zeroing
-from captum_erasure._core.inputs import ForwardArgs, as_extra_args, delete_and_repack
+from captum_erasure._core.inputs import (
+    ForwardArgs,
+    as_extra_args,
+    baseline_token_ids,
+    check_token_ids,
+    delete_and_repack,
+    model_limits,
+)
 from captum_erasure._core.options import EngineOptions, UsesEngine
 from captum_erasure._core.scores import check_score
 from captum_erasure._core.text import NOT_A_FEATURE, feature_ids
@@ -256,6 +263,10 @@ class WordErasure(UsesEngine, FeatureAblation):
         n_examples = inputs.shape[0]
         attention = self._attention_mask(inputs, extra, required=mode in ("delete", "attention"),
                                          mode=mode)
+        if is_ids:  # the text entry points' checks, for token-id tensors
+            check_token_ids(inputs, self.forward_func, attention)
+            if mode == "replace":
+                baseline_token_ids(baselines, inputs, model_limits(self.forward_func)[1])
         collate, forward = self._collate_and_forward(inputs, baselines, extra, mask, attention,
                                                      mode)
         engine = engine_for_call(
@@ -276,7 +287,7 @@ class WordErasure(UsesEngine, FeatureAblation):
         result = score_erasures(
             engine, collate, originals, erasures, n_slots=max(map(len, feats)), target=target,
             score=score, output_kind=self.output, total=sum(map(len, feats)),
-            desc=f"{self.get_name()} ({mode})")
+            desc=f"{self.get_name()} ({mode})", method=type(self).__name__)
         if result.scores.is_floating_point():
             for example, row_feats in enumerate(feats):
                 result.scores[example, ..., len(row_feats):] = float("nan")

@@ -33,7 +33,13 @@ import torch
 from torch import Tensor, nn
 
 from captum_erasure._core.engine import EngineStats, Row, engine_for_call
-from captum_erasure._core.inputs import as_extra_args
+from captum_erasure._core.inputs import (
+    as_extra_args,
+    check_attributions,
+    check_positive_int,
+    check_token_ids,
+    feature_mask_like,
+)
 from captum_erasure._core.masked_lm import (
     PositionLogits,
     TokenRows,
@@ -85,24 +91,23 @@ def mlm_replacement_curves(forward_func: Callable, mlm: nn.Module, inputs: Tenso
     attended non-special token. Arguments as in
     :class:`~captum_erasure.attr.marginalization.InputMarginalization`.
     """
+    # the checks of the other metrics (faithfulness), from the same core functions
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    if n_samples < 1:
-        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    n_samples = check_positive_int("n_samples", n_samples)
     if output not in OUTPUT_KINDS:
         raise ValueError(f"output must be one of {OUTPUT_KINDS}, got {output!r}")
-    if not isinstance(inputs, Tensor) or inputs.dim() != 2 or inputs.is_floating_point():
-        raise ValueError("inputs must be a (batch, sequence) tensor of token ids")
-    if attributions.shape != inputs.shape:
-        raise ValueError(f"attributions shape {tuple(attributions.shape)} differs from inputs "
-                         f"shape {tuple(inputs.shape)}")
+    extra = as_extra_args(additional_forward_args)
+    mask_arg = extra[attention_mask_index] if attention_mask_index < len(extra) else None
+    attention = mask_arg.cpu() if isinstance(mask_arg, Tensor) and isinstance(inputs, Tensor) \
+        and mask_arg.shape == inputs.shape else None
+    check_token_ids(inputs, forward_func, attention)  # rows are cut to the attended width
+    check_attributions(attributions, inputs)
+    if feature_mask is not None:
+        feature_mask = feature_mask_like(feature_mask, inputs)
     tokens = resolve_mlm_tokens(mlm, tokenizer, mask_token_id, special_token_ids)
     check_shared_vocabulary(tokens, forward_func, tokenizer, input_ids=inputs)
     ids = inputs.cpu()
-    extra = as_extra_args(additional_forward_args)
-    mask_arg = extra[attention_mask_index] if attention_mask_index < len(extra) else None
-    attention = mask_arg.cpu() if isinstance(mask_arg, Tensor) and \
-        mask_arg.shape == ids.shape else None
     specials = tokens.special_tensor()
     replaceable = ~torch.isin(ids, specials)
     if attention is not None:
@@ -129,7 +134,7 @@ def mlm_replacement_curves(forward_func: Callable, mlm: nn.Module, inputs: Tenso
     original_outputs = classifier.run(
         [Row(b, b, token_rows.length(b), (0, 0)) for b in range(n_examples)], collate_states,
         desc="originals")
-    check_outputs_fit_score(original_outputs, "log_prob_diff", output)
+    check_outputs_fit_score(original_outputs, "log_prob_diff", output, "auc_rep")
     targets = resolve_targets(target, original_outputs)
 
     mlm_engine = engine_for_call(PositionLogits(mlm), mlm, n_examples=n_examples,

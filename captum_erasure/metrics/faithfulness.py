@@ -35,6 +35,7 @@ NaN checks); the forward passes and rows spent are in each result's ``stats``.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -42,7 +43,16 @@ import torch
 from torch import Tensor
 
 from captum_erasure._core.engine import EngineStats, Row, engine_for_call
-from captum_erasure._core.inputs import ForwardArgs, as_extra_args, delete_and_repack
+from captum_erasure._core.inputs import (
+    ForwardArgs,
+    as_extra_args,
+    baseline_token_ids,
+    check_attributions,
+    check_token_ids,
+    delete_and_repack,
+    feature_mask_like,
+    model_limits,
+)
 from captum_erasure._core.scores import (
     OUTPUT_KINDS,
     check_outputs_fit_score,
@@ -67,14 +77,15 @@ def rationale_size(n_features: int, fraction: float) -> int:
 
 def bin_sizes(n_features: int, bins: str | Sequence[float]) -> list[int]:
     """The k of each AOPC bin for one example (``"eraser"``, ``"all"`` or fractions)."""
-    if isinstance(bins, str):
-        if bins == "all":
-            return list(range(1, n_features + 1))
-        if bins == "eraser":
-            bins = ERASER_BINS
-        else:
-            raise ValueError(f"bins must be 'eraser', 'all' or a sequence of fractions, got "
-                             f"{bins!r}")
+    name = bins if isinstance(bins, str) else None
+    if name == "all":
+        return list(range(1, n_features + 1))
+    if name == "eraser":
+        bins = ERASER_BINS
+    # a count of bins (5) is not a sequence of fractions
+    elif name is not None or bins is None or isinstance(bins, numbers.Number):
+        raise ValueError(f"bins must be 'eraser', 'all' or a sequence of fractions, got "
+                         f"{bins!r}")
     return [rationale_size(n_features, f) for f in bins]
 
 
@@ -100,29 +111,27 @@ class RemovalCurves:
 
 
 
-def _check_inputs(inputs: Tensor, attributions: Tensor) -> None:
-    if not isinstance(inputs, Tensor) or inputs.dim() != 2 or inputs.is_floating_point():
-        raise ValueError("inputs must be a (batch, sequence) tensor of token ids, got "
-                         f"{getattr(inputs, 'shape', type(inputs))}")
-    if not isinstance(attributions, Tensor) or attributions.shape != inputs.shape:
-        raise ValueError(f"attributions must be shaped like the inputs {tuple(inputs.shape)}, "
-                         f"got {tuple(getattr(attributions, 'shape', ()))}")
-    if not torch.isfinite(attributions).all():
-        raise ValueError("attributions contain NaN or infinite values")
-
-
 def resolve_features(inputs: Tensor, feature_mask: Tensor | None, attention: Tensor | None,
                      special_token_ids: Sequence[int] | None = None) -> Tensor:
-    """The feature id of every token (-1: never removed): ``feature_mask``, or one feature per
-    attended non-special token; padding and special tokens are always -1."""
+    """The feature id of every token (-1: never removed): ``feature_mask`` (an integer tensor
+    shaped like the inputs), or one feature per attended non-special token; padding and the
+    ``special_token_ids`` are always -1.
+
+    Without a feature mask the special tokens must be named: ``special_token_ids=None`` is an
+    error rather than a silent removal of ``[CLS]``/``[SEP]`` (pass ``()`` to let every attended
+    token be removed)."""
     ids = inputs.cpu()
     if feature_mask is None:
+        if special_token_ids is None:
+            raise ValueError(
+                "the faithfulness metrics never remove special tokens unless asked, and cannot "
+                "tell them from the token ids alone: pass special_token_ids= (e.g. "
+                "tokenizer.all_special_ids) or tokenizer=, or a feature_mask "
+                "(word_feature_mask marks them -1); special_token_ids=() removes every "
+                "attended token")
         features = torch.arange(ids.shape[1]).expand(ids.shape).clone()
     else:
-        if feature_mask.dim() != 2 or feature_mask.shape[1] != ids.shape[1]:
-            raise ValueError(f"feature_mask shape {tuple(feature_mask.shape)} does not match "
-                             f"inputs shape {tuple(ids.shape)}")
-        features = feature_mask.cpu().long().expand(ids.shape).clone()
+        features = feature_mask_like(feature_mask, ids)
     if attention is not None:
         features[attention.cpu() == 0] = -1
     if special_token_ids:
@@ -183,9 +192,10 @@ def removal_curves(forward_func: Callable, inputs: Tensor, attributions: Tensor,
                    keep: bool = False, target: Any = None, additional_forward_args: Any = None,
                    feature_mask: Tensor | None = None, mode: str = "delete",
                    baseline_id: int | None = None, pad_token_id: int = 0,
-                   special_token_ids: Sequence[int] | None = None, output: str = "logits",
-                   attention_mask_index: int = 0, batch_size: int | None = None,
-                   max_tokens: int | None = None, device: torch.device | str | None = None,
+                   special_token_ids: Sequence[int] | None = None, tokenizer: Any = None,
+                   output: str = "logits", attention_mask_index: int = 0,
+                   batch_size: int | None = None, max_tokens: int | None = None,
+                   device: torch.device | str | None = None,
                    show_progress: bool = False) -> RemovalCurves:
     """m(x) with the top-k features removed (``keep=False``) or kept alone (``keep=True``).
 
@@ -193,14 +203,22 @@ def removal_curves(forward_func: Callable, inputs: Tensor, attributions: Tensor,
     example's feature count to its k values. The forward is called as
     ``forward_func(input_ids, *additional_forward_args)`` and returns ``output`` (``"logits"``,
     ``"probs"`` or ``"log_probs"``); the attention mask sits at ``attention_mask_index``.
+    Special tokens are never removed: they are ``special_token_ids`` (default: the
+    ``tokenizer``'s), and without either a ``feature_mask`` must say which tokens are features.
     """
-    _check_inputs(inputs, attributions)
-    if output not in OUTPUT_KINDS:
-        raise ValueError(f"output must be one of {OUTPUT_KINDS}, got {output!r}")
     extra = as_extra_args(additional_forward_args)
     attention = extra[attention_mask_index] if attention_mask_index < len(extra) and \
-        isinstance(extra[attention_mask_index], Tensor) and \
+        isinstance(extra[attention_mask_index], Tensor) and isinstance(inputs, Tensor) and \
         extra[attention_mask_index].shape == inputs.shape else None
+    # re-packed rows (delete) are cut to the attended width; replaced rows keep every column
+    check_token_ids(inputs, forward_func, attention if mode == "delete" else None)
+    check_attributions(attributions, inputs)
+    if output not in OUTPUT_KINDS:
+        raise ValueError(f"output must be one of {OUTPUT_KINDS}, got {output!r}")
+    if mode == "replace" and baseline_id is not None:
+        baseline_token_ids(baseline_id, inputs, model_limits(forward_func)[1])
+    if special_token_ids is None and tokenizer is not None:
+        special_token_ids = list(tokenizer.all_special_ids)
     features = resolve_features(inputs, feature_mask, attention, special_token_ids)
     orders = feature_order(attributions, features)
     for example, order in enumerate(orders):
@@ -216,7 +234,7 @@ def removal_curves(forward_func: Callable, inputs: Tensor, attributions: Tensor,
                              show_progress=show_progress)
     originals = engine.run([Row(b, b, collate.length(b), frozenset()) for b in range(n_examples)],
                            collate, desc="originals")
-    check_outputs_fit_score(originals, "prob_diff", output)
+    check_outputs_fit_score(originals, "prob_diff", output, "removal_curves")
     targets = resolve_targets(target, originals)
     original = log_probs(originals, output).gather(1, targets[:, None])[:, 0].exp()
 
@@ -342,6 +360,7 @@ class FaithfulnessMetrics:
                  **removal_kwargs: Any) -> None:
         _check_normalization(normalization)
         rationale_size(1, fraction)  # validates the fraction
+        bin_sizes(1, bins)  # and the bins, before any batch
         self.forward_func = forward_func
         self.fraction, self.bins, self.normalization = fraction, bins, normalization
         self.removal_kwargs = removal_kwargs

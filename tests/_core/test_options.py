@@ -38,9 +38,9 @@ def test_every_method_takes_the_same_options_object():
 
 
 @pytest.mark.parametrize("keywords, error, match", [
-    (dict(batch_size=0), ValueError, "batch_size must be >= 1"),
-    (dict(max_tokens=-5), ValueError, "max_tokens must be >= 1"),
-    (dict(batch_size=2.5), TypeError, "batch_size must be a positive integer"),
+    (dict(batch_size=0), ValueError, "batch_size must be a positive integer or None, got 0"),
+    (dict(max_tokens=-5), ValueError, "max_tokens must be a positive integer or None"),
+    (dict(batch_size=2.5), ValueError, "batch_size must be a positive integer"),
     (dict(output="logit"), ValueError, "output must be one of"),
     (dict(autocast="yes"), TypeError, "autocast must be a bool"),
     (dict(device="gpu0"), RuntimeError, "gpu0"),
@@ -56,7 +56,7 @@ def test_setting_an_option_later_is_checked():
     method = WordErasure(_forward)
     method.batch_size = 16
     assert method.options.batch_size == 16
-    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         method.batch_size = 0
 
 

@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 from torch import Tensor, nn
 
+from captum_erasure._core.inputs import check_targets
 from captum_erasure._core.text import (
     EncodedTexts,
     feature_ids,
@@ -51,31 +52,11 @@ class FlipResult:
 
 
 def flip_targets(target: Any, n_examples: int, n_classes: int) -> list[int | None]:
-    """One class to flip *towards* per example (None: away from the original label)."""
+    """One class to flip *towards* per example (None: away from the original label); bad
+    targets get the core's errors (:func:`~captum_erasure._core.inputs.check_targets`)."""
     if target is None:
         return [None] * n_examples
-    if isinstance(target, Tensor) or hasattr(target, "tolist"):
-        target = target.tolist()
-    if isinstance(target, (list, tuple)):
-        if len(target) == 1:
-            target = list(target) * n_examples
-        if len(target) != n_examples:
-            raise ValueError(f"got {len(target)} targets for {n_examples} examples")
-        values = list(target)
-    else:
-        values = [target] * n_examples
-    checked = []
-    for value in values:
-        if value is None:
-            checked.append(None)
-            continue
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"target must be None or a class index, got {value!r}")
-        if not 0 <= value < n_classes:
-            raise ValueError(f"target {value} is outside the model's class range "
-                             f"[0, {n_classes - 1}]")
-        checked.append(int(value))
-    return checked
+    return check_targets(target, n_examples, n_classes, allow_none_items=True)
 
 
 def is_flip(probs: Tensor, original_label: int, target: int | None) -> Tensor:

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from captum_erasure._core.engine import (
     EngineStats,
 )
+from captum_erasure._core.inputs import check_positive_int
 from captum_erasure._core.text import (
     EncodedTexts,
     encode_texts,
@@ -52,6 +53,8 @@ def greedy_flip(model: nn.Module, texts: str | Sequence[str], *, tokenizer: Any,
     ``EngineStats`` as ``stats`` to have this call's forward calls and rows added to it.
     ``units``: ``"words"`` or ``"whitespace"`` tokens (see :func:`encode_texts`).
     """
+    # None is the only "no limit": 0 and -1 are errors, not "never" or "unlimited".
+    max_erasures = check_positive_int("max_erasures", max_erasures, allow_none=True)
     encoded = encode_texts(model, tokenizer, texts, max_length=max_length, truncate=truncate,
                            units=units)
     with eval_mode(model):
@@ -59,7 +62,7 @@ def greedy_flip(model: nn.Module, texts: str | Sequence[str], *, tokenizer: Any,
             model, encoded.input_ids, encoded.attention_mask, encoded.feature_mask, mode=mode,
             baseline_id=tokenizer.pad_token_id if baseline_token is None else baseline_token,
             pad_token_id=tokenizer.pad_token_id, output=output, batch_size=batch_size,
-            device=device, show_progress=show_progress)
+            device=device, show_progress=show_progress, method="greedy_flip")
         results = _greedy(model, tokenizer, encoded, evaluator, target, max_erasures,
                           prune_result)
     if stats is not None:
@@ -105,7 +108,8 @@ def _greedy(model: nn.Module, tokenizer: Any, encoded: EncodedTexts, evaluator: 
     step = 0
     while active:
         step += 1
-        limit = [min(len(orders[b]), max_erasures or len(orders[b])) for b in active]
+        limit = [len(orders[b]) if max_erasures is None else min(len(orders[b]), max_erasures)
+                 for b in active]
         active = [b for b, top in zip(active, limit) if step <= top]
         if not active:
             break

@@ -30,7 +30,11 @@ from captum.log import log_usage
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from captum_erasure._core.inputs import attribute_inputs, baseline_token_from
+from captum_erasure._core.inputs import (
+    attribute_inputs,
+    baseline_token_from,
+    check_positive_int,
+)
 from captum_erasure._core.options import EngineOptions, UsesEngine
 from captum_erasure._core.text import encode_texts, eval_mode
 from captum_erasure._core.word_sets import SetEvaluator
@@ -51,7 +55,13 @@ from captum_erasure.attr.flip.policy import (
     sparsity_kl,
     word_representations,
 )
-from captum_erasure.attr.flip.search import FIRST_FLIP_RESERVE, SearchBatch, TextSearch
+from captum_erasure.attr.flip.search import (
+    FIRST_FLIP_RESERVE,
+    SearchBatch,
+    TextSearch,
+    batch_flips,
+    record_masks,
+)
 
 
 class MinimalErasure(UsesEngine, PerturbationAttribution):
@@ -94,11 +104,19 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
         super().__init__(forward_func)
         self.options = EngineOptions.resolve(type(self).__name__, options, engine_options)
         self.pad_token_id = pad_token_id
-        if min(samples, max_evaluations, per_round, candidates) < 1 or probes < 0:
-            raise ValueError("samples, max_evaluations, per_round and candidates must be >= 1 "
-                             "and probes >= 0")
-        if ridge <= 0 or noise <= 0 or refine_steps < 0:
-            raise ValueError("ridge and noise must be > 0 and refine_steps >= 0")
+        try:
+            samples, max_evaluations, per_round, candidates, hidden = (
+                check_positive_int(name, value) for name, value in (
+                    ("samples", samples), ("max_evaluations", max_evaluations),
+                    ("per_round", per_round), ("candidates", candidates), ("hidden", hidden)))
+            probes = check_positive_int("probes", probes, minimum=0)
+            refine_steps = check_positive_int("refine_steps", refine_steps, minimum=0)
+        except ValueError as error:
+            raise ValueError(f"{error} (samples, max_evaluations, per_round, candidates and "
+                             "hidden are positive integers; probes and refine_steps integers "
+                             ">= 0)") from None
+        if ridge <= 0 or noise <= 0:
+            raise ValueError("ridge and noise must be > 0")
         if gamma < 0:
             raise ValueError(f"gamma must be >= 0, got {gamma}")
         self.representation = representation
@@ -181,12 +199,6 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
         targets = flip_targets(target, len(ids), original.shape[1])
         return SearchBatch(evaluator, reps, valid, pairs, original, targets)
 
-    @staticmethod
-    def _flips(batch: SearchBatch, examples: Sequence[int], out: Tensor) -> Tensor:
-        return torch.stack([is_flip(out[i:i + 1], int(batch.original[b].argmax()),
-                                    batch.targets[b])[0] for i, b in enumerate(examples)]) \
-            if len(examples) else torch.zeros(0, dtype=torch.bool)
-
     # -- amortised training ---------------------------------------------------------------------
     def fit(self, texts: Iterable[str] | Iterable[Sequence[str]], *, tokenizer: Any,
             epochs: int = 1, batch_size: int = 16, target: Any = None,
@@ -198,8 +210,8 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
         Returns (and appends to ``self.history``) one row per step: mean reward, flip rate of
         the samples, mean |D| of the flipping samples, mean erase probability, classifier rows.
         """
-        if epochs < 1 or batch_size < 1:
-            raise ValueError("epochs and batch_size must be >= 1")
+        check_positive_int("epochs", epochs)
+        check_positive_int("batch_size", batch_size)
         texts = list(texts)
         batches = [list(b) for b in texts] if texts and not isinstance(texts[0], str) else \
             [texts[i:i + batch_size] for i in range(0, len(texts), batch_size)]
@@ -243,7 +255,7 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
                     for b in range(len(masks)) for s in range(k)]
         out = batch.evaluator.evaluate(requests, desc="policy samples")
         examples = [b for b, _ in requests]
-        flipped = self._flips(batch, examples, out).reshape(len(masks), k)
+        flipped = batch_flips(batch, examples, out).reshape(len(masks), k)
         reward = rewards(flipped, masks, batch.pairs[:, None], self.gamma)  # (B, K)
         log_prob = (masks * torch.nn.functional.logsigmoid(logits)[:, None] +
                     (1 - masks) * torch.nn.functional.logsigmoid(-logits)[:, None])
@@ -289,9 +301,8 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
         best set is pruned. Returns per example: the set (feature ids) or None, its
         probabilities, and a message."""
         evaluator, n = batch.evaluator, len(batch.original)
-        budget = self.max_evaluations if max_evaluations is None else max_evaluations
-        if budget < 1:
-            raise ValueError(f"max_evaluations must be >= 1, got {budget}")
+        budget = check_positive_int(
+            "max_evaluations", self.max_evaluations if max_evaluations is None else max_evaluations)
         logits = self._refined_logits(batch)
         texts: list[TextSearch | None] = [None] * n
         messages = [""] * n
@@ -316,7 +327,7 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
             requests += [(b, (f,)) for f in texts[b].policy_order[:max(0, min(self.probes,
                                                                                  room))]]
         bar = tqdm(desc="MinimalErasure", unit="round", disable=not show_progress, leave=False)
-        self._record(evaluator, texts, requests, "probes")
+        record_masks(evaluator, texts, requests, "probes")
         bar.update(1)
         while True:  # model-guided rounds, all texts' proposals in one batched evaluation
             requests = []
@@ -332,7 +343,7 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
                 requests += [(b, mask) for mask in search.proposals(min(self.per_round, room))]
             if not requests:
                 break
-            self._record(evaluator, texts, requests, "erasure masks")
+            record_masks(evaluator, texts, requests, "erasure masks")
             bar.update(1)
         bar.close()
         self._greedy_fallback(evaluator, texts, live)
@@ -352,13 +363,6 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
                                "predictions, nor on the greedy path")
         return found, probs, messages
 
-    @staticmethod
-    def _record(evaluator: SetEvaluator, texts: list, requests: list, desc: str) -> None:
-        if requests:
-            out = evaluator.evaluate(requests, desc=desc)
-            for (b, mask), row in zip(requests, out):
-                texts[b].record(mask, row)
-
     def _greedy_fallback(self, evaluator: SetEvaluator, texts: list, live: list[int]) -> None:
         """Texts without a flip after the search: the greedy baseline's path (erase the top
         1, 2, ... words by leave-one-out gain). Eight evenly spaced prefix sizes first, then
@@ -373,7 +377,7 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
                     for k in sorted({math.ceil(len(path) * j / 8) for j in range(1, 9)})]
         whole: set[int] = set()
         while requests:
-            self._record(evaluator, texts, requests, "greedy fallback")
+            record_masks(evaluator, texts, requests, "greedy fallback")
             requests = []
             for b, path in paths.items():
                 flipping = [k for k in range(1, len(path) + 1) if texts[b].flips(prefix(b, k))]
@@ -439,7 +443,7 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
         is_tuple, ids, attention, feature_mask = attribute_inputs(
             inputs, additional_forward_args, feature_mask)
         model = self.forward_func
-        with baseline_token_from(self, baselines), eval_mode(model):
+        with baseline_token_from(self, baselines, ids), eval_mode(model):
             batch = self._batch(ids.cpu(), attention.cpu(), feature_mask, sentence_words,
                                 target, self._pad_id(pad_token_id), show_progress)
             # In token space the pruned set's own evaluated row is its verification.

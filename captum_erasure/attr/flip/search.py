@@ -163,3 +163,19 @@ class SearchBatch:
     pairs: Tensor        # (B, W-1) same-sentence neighbours
     original: Tensor     # (B, C) probabilities of the unperturbed inputs
     targets: list        # per example: class to flip towards, or None
+
+
+def batch_flips(batch: SearchBatch, examples: Sequence[int], out: Tensor) -> Tensor:
+    """Whether each evaluated row (of ``examples``) flips its example's decision."""
+    return torch.stack([is_flip(out[i:i + 1], int(batch.original[b].argmax()),
+                                batch.targets[b])[0] for i, b in enumerate(examples)]) \
+        if len(examples) else torch.zeros(0, dtype=torch.bool)
+
+
+def record_masks(evaluator: SetEvaluator, texts: list, requests: list, desc: str) -> None:
+    """Evaluates ``(example, mask)`` requests in one batched pass; each text's search model
+    learns from its rows."""
+    if requests:
+        out = evaluator.evaluate(requests, desc=desc)
+        for (b, mask), row in zip(requests, out):
+            texts[b].record(mask, row)

@@ -16,6 +16,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from captum_erasure._core.inputs import check_positive_int
 from captum_erasure.explain.plots import CMAP
 from captum_erasure.paper.li2016.glove import pearson
 
@@ -155,6 +156,7 @@ def plot_frequency_scatter(columns: Mapping[str, np.ndarray], log_rank: np.ndarr
 def importance_bins(low: float, high: float, bins: int = 40) -> np.ndarray:
     """Bucket edges from ``low`` to ``high``: linear up to 1, then geometric when the values
     reach far beyond (Eq. 1 is bounded by -1 below but unbounded above)."""
+    bins = check_positive_int("bins", bins)
     if high <= 10.0:
         return np.linspace(low, max(high, low + 1.0), bins + 1)
     n_linear = max(2, bins // 4)
