@@ -3,6 +3,11 @@
 
 from captum_erasure.attr.embedding_dimensions import EmbeddingDimensionErasure
 from captum_erasure.attr.flip import FlipResult, MinimalErasure, greedy_flip
+from captum_erasure.attr.generation import (
+    ContinuationErasure,
+    ContinuationScores,
+    GenerationStats,
+)
 from captum_erasure.attr.input_reduction import InputReduction, ReductionResult
 from captum_erasure.attr.layer import DatasetImportance, HiddenUnitErasure
 from captum_erasure.attr.marginalization import (
@@ -12,7 +17,8 @@ from captum_erasure.attr.marginalization import (
 )
 from captum_erasure.attr.word_erasure import WordErasure, WordScores
 
-__all__ = ["WordErasure", "WordScores", "EmbeddingDimensionErasure", "HiddenUnitErasure",
+__all__ = ["WordErasure", "WordScores", "ContinuationErasure", "ContinuationScores",
+           "GenerationStats", "EmbeddingDimensionErasure", "HiddenUnitErasure",
            "DatasetImportance", "InputMarginalization", "MarginalizationResult",
            "MarginalizationStats", "InputReduction", "ReductionResult", "MinimalErasure",
            "FlipResult", "greedy_flip"]
