@@ -148,8 +148,9 @@ class SuffixForward:
     ``[sum, lp_1, ..., lp_T]`` (log-probabilities of the continuation's tokens, 0-padded)."""
 
     def __init__(self, model: nn.Module, store: PrefixStore | None, counter: TokenCounter,
-                 longest_prompt: int) -> None:
+                 longest_prompt: int, longest_continuation: int) -> None:
         self.model = model
+        self.longest_continuation = longest_continuation  # every chunk's output is this wide
         self.store = store
         self.counter = counter
         self.longest_prompt = longest_prompt
@@ -176,6 +177,7 @@ class SuffixForward:
         picked = log_probs.gather(-1, targets[..., None])[..., 0]
         valid = torch.arange(picked.shape[1], device=picked.device)[None] < n_valid[:, None]
         picked = picked.masked_fill(~valid, 0)
+        picked = nn.functional.pad(picked, (0, self.longest_continuation - picked.shape[1]))
         if capture:
             if prefix:
                 raise RuntimeError("an unperturbed (capturing) row was packed with cached rows")

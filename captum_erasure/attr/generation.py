@@ -266,8 +266,6 @@ class ContinuationErasure(UsesEngine, PerturbationAttribution):
         """Engine rows: slot -1 the unperturbed rows (the target's captures the prompt's
         cache), else slot = unit erased; ``example`` indexes (example, continuation) pairs."""
         bos = self.tokenizer.bos_token_id
-        if bos is None:
-            bos = getattr(getattr(self.model, "config", None), "bos_token_id", None)
         pair = 0
         for e, prompt in enumerate(prompts):
             for c, cont in enumerate(conts[e]):
@@ -300,7 +298,8 @@ class ContinuationErasure(UsesEngine, PerturbationAttribution):
         store = PrefixStore(len(prompts)) if self.reuse_prefix else None
         # the store is indexed by example, rows by (example, continuation) pair
         pair_example = torch.tensor([e for e, c in enumerate(conts) for _ in c])
-        forward = SuffixForward(self.model, store, counter, max(len(p.ids) for p in prompts))
+        forward = SuffixForward(self.model, store, counter, max(len(p.ids) for p in prompts),
+                                max(len(c) for pair in conts for c in pair))
 
         def engine_forward(ids, positions, attention, keep, tgt, n_valid, pairs, meta):
             examples = pair_example[pairs.cpu()]
