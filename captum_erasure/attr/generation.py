@@ -19,6 +19,7 @@ forward.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -45,6 +46,7 @@ from captum_erasure.attr._prompt_units import Prompt, encode_prompt, variant
 
 GENERATION_MODES = ("delete", "replace")
 GENERATION_SCORES = ("eq1", "log_prob_diff")
+DEFAULT_MAX_TOKENS = 1024  # suffix tokens per forward when no budget is given
 
 
 @dataclass
@@ -313,8 +315,13 @@ class ContinuationErasure(UsesEngine, PerturbationAttribution):
         def collate(rows):
             return collate_suffixes(rows, pad, max_position)
 
-        engine = self.options.engine(engine_forward, self.model, n_examples=n_pairs,
-                                     show_progress=show_progress)
+        options = self.options
+        if options.batch_size is None and options.max_tokens is None:
+            # rows differ in length (a variant's suffix starts at its erased unit): a token
+            # budget keeps the rows of a forward alike, so little of it is padding
+            options = dataclasses.replace(options, max_tokens=DEFAULT_MAX_TOKENS)
+        engine = options.engine(engine_forward, self.model, n_examples=n_pairs,
+                                show_progress=show_progress)
         originals = engine.run(list(self._rows(prompts, conts, mode, baseline, False)), collate,
                                desc="unperturbed").double()
         n_units = max(len(p.units) for p in prompts)
