@@ -4,7 +4,7 @@ A GPT-2-small-shaped model (12 layers, 768 wide, 50257-token vocabulary) with RA
 (timing only; nothing is downloaded), a word-level tokenizer (one token per word), prompts of
 64/128/256 words, a 16-token continuation, every prompt word deleted in turn. For
 
-  (a) Captum's LLMAttribution(FeatureAblation) (its defaults: token-by-token decode with cache),
+  (a) Captum's LLMAttribution(FeatureAblation), forward_in_tokens=False (one pass per variant),
   (b) ContinuationErasure(reuse_prefix=False): every variant recomputed, rows packed,
   (c) ContinuationErasure(): the prompt's KV cache reused, only suffixes computed,
 
@@ -100,8 +100,13 @@ def main() -> None:
         if length <= args.captum_max_length:
             inp = TextTemplateInput(" ".join(["{}"] * length), values=words)
             llm = LLMAttribution(FeatureAblation(model), tokenizer)
+            # forward_in_tokens=False: one pass over prompt + continuation per variant, the
+            # fastest correct Captum path here. Its default (token-by-token decode with
+            # use_cached_outputs=True) re-feeds the whole sequence on top of the cache under
+            # transformers 5 (wrong log-probabilities; GPT-2 runs out of positions at 64 words).
             timed("(a) Captum LLMAttribution(FeatureAblation)",
-                  lambda: llm.attribute(inp, target=target), args.captum_repeats)
+                  lambda: llm.attribute(inp, target=target, forward_in_tokens=False),
+                  args.captum_repeats)
         full = ContinuationErasure(model, tokenizer, reuse_prefix=False,
                                    max_tokens=args.max_tokens)
         reuse = ContinuationErasure(model, tokenizer, max_tokens=args.max_tokens)
