@@ -20,6 +20,8 @@ from captum_erasure._core.masked_lm import token_feature_mask
 from captum_erasure._core.scores import SCORES, erasure_scores
 from captum_erasure._core.text import NOT_A_FEATURE, word_feature_mask, word_tokens
 from captum_erasure.attr import (
+    ContinuationErasure,
+    ContinuationScores,
     DatasetImportance,
     DiffMask,
     DiffMaskResult,
@@ -104,7 +106,7 @@ __all__ = [
     "DatasetImportance", "InputMarginalization", "MarginalizationResult",
     "MarginalizationStats", "MinimalErasure", "InputReduction", "FlipResult",
     "ReductionResult", "greedy_flip", "WordInformation", "InformationResult",
-    "DiffMask", "DiffMaskResult",
+    "DiffMask", "DiffMaskResult", "ContinuationErasure", "ContinuationScores",
     # engine, scores, text
     "PerturbationEngine", "EngineStats", "Row", "score_erasures", "SCORES", "erasure_scores",
     "NOT_A_FEATURE", "word_feature_mask", "word_tokens", "token_feature_mask",
