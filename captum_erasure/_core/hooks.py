@@ -1,7 +1,8 @@
 """Zeroing parts of a module's output per batch row, through forward hooks.
 
 Used by every erasure that acts inside the model (word vectors, embedding dimensions, hidden
-units). For recurrent modules, unit erasure also reaches the final state ``h_n``. Works for modules that return a tensor and for modules that return a tuple whose first
+units). For recurrent modules, unit erasure also reaches the final state ``h_n``. Works for
+modules that return a tensor and for modules that return a tuple whose first
 element is the activation (``nn.LSTM``/``nn.GRU``/``nn.RNN``, HF layers), which Captum's
 LayerFeatureAblation cannot handle.
 """

@@ -100,7 +100,8 @@ def erasure_scores(original: Tensor, erased: Tensor, target: Tensor | None, scor
 
     if score == "logit_diff":
         return pick(original.double()) - pick(erased.double())
-    lp_orig, lp_erased = pick(log_probs(original, output_kind)), pick(log_probs(erased, output_kind))
+    lp_orig = pick(log_probs(original, output_kind))
+    lp_erased = pick(log_probs(erased, output_kind))
     if score == "prob_diff":
         return lp_orig.exp() - lp_erased.exp()
     drop = lp_orig - lp_erased

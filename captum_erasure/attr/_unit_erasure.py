@@ -115,7 +115,8 @@ class UnitErasureBase(UsesEngine, PerturbationAttribution):
     per-unit erasure core and the dataset average. Subclasses implement :meth:`unit_scores`
     and :meth:`_per_layer`."""
 
-    def __init__(self, forward_func: Callable, *, options: EngineOptions | None = None, **engine_options: Any) -> None:
+    def __init__(self, forward_func: Callable, *, options: EngineOptions | None = None,
+                 **engine_options: Any) -> None:
         super().__init__(forward_func)
         self.options = EngineOptions.resolve(type(self).__name__, options, engine_options)
         self.last_stats: EngineStats | None = None

@@ -87,7 +87,8 @@ class WordInformation(UsesEngine, PerturbationAttribution):
     soon as the layer has run.
 
     Per example and word i (``feature_mask`` groups sub-word tokens into words; tokens with a
-    negative id get no noise; without a mask every attended token is a word) the noise scale sigma_i = softplus(p_i), p_i initialised at ``init``, is learned by
+    negative id get no noise; without a mask every attended token is a word) the noise scale
+    sigma_i = softplus(p_i), p_i initialised at ``init``, is learned by
     minimising, for each example b,
 
         L_b = E_eps[ ||Phi(x~) - s||^2 ] / ||s||^2  -  lam * mean_t log sigma_t

@@ -187,7 +187,8 @@ class InputMarginalization(UsesEngine, PerturbationAttribution):
                  special_token_ids: Any = None, exclude_special_candidates: bool = True,
                  mlm_batch_size: int | None = None,
                  mlm_device: torch.device | str | None = None, attention_mask_index: int = 0,
-                 eps: float = DEFAULT_EPS, options: EngineOptions | None = None, **engine_options: Any) -> None:
+                 eps: float = DEFAULT_EPS, options: EngineOptions | None = None,
+                 **engine_options: Any) -> None:
         super().__init__(forward_func)
         self.options = EngineOptions.resolve(type(self).__name__, options, engine_options)
         if not 0 < eps < 0.5:

@@ -72,7 +72,8 @@ class WordErasure(UsesEngine, FeatureAblation):
     """Importance of each word = change of the target's score when the word is erased.
 
     A drop-in Captum ``FeatureAblation`` for token-id inputs, with ``score=`` (default
-    ``"eq1"``, Li et al.'s relative log-likelihood change; see :mod:`captum_erasure._core.scores`) and
+    ``"eq1"``, Li et al.'s relative log-likelihood change; see
+    :mod:`captum_erasure._core.scores`) and
     ``mode=``:
 
     - ``"replace"``: tokens replaced by ``baselines`` (default 0, Captum's default: BERT's

@@ -6,7 +6,8 @@ agreement with the human word valences of the VADER lexicon.
   the gold labels is recorded; the score is the area under that curve (x in [0, 1], trapezoid;
   **lower is more faithful**). Atanasova et al. rank by saliency summed over all classes; we rank
   by the attribution of the explained class (what every method here returns). The top f % is
-  ``ceil(f * n)`` features, as in :mod:`captum_erasure.metrics.faithfulness`. Rows go through the engine.
+  ``ceil(f * n)`` features, as in :mod:`captum_erasure.metrics.faithfulness`. Rows go through
+  the engine.
 - :func:`confidence_indication`: a linear regression from features of the saliency map to the
   predicted-class probability, 5 shuffle splits, training sets up-sampled to equal counts over
   10 confidence buckets; the mean absolute error on the held-out parts (lower is better) is
@@ -70,7 +71,8 @@ class MaskedPerformance:
     """Atanasova et al.'s faithfulness, accumulated over batches (``update``, ``compute``).
 
     Args:
-        forward_func: the classifier, as in :func:`~captum_erasure.metrics.faithfulness.removal_curves`.
+        forward_func: the classifier, as in
+            :func:`~captum_erasure.metrics.faithfulness.removal_curves`.
         mask_token_id: the replacement token (``tokenizer.mask_token_id``; models without one
             can use ``mode="delete"`` instead).
         fractions: masked shares of the features (default 0, 0.1, ..., 1).

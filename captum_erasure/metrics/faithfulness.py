@@ -8,7 +8,8 @@ the manner of torchmetrics (``update`` per batch, ``compute`` at the end).
 Conventions (each a parameter):
 
 - **Unit.** Features come from ``feature_mask`` (words with
-  :func:`~captum_erasure._core.text.word_feature_mask`); without it every attended non-special token is
+  :func:`~captum_erasure._core.text.word_feature_mask`); without it every attended non-special
+  token is
   a feature. A feature's attribution is the mean over its tokens, so an attribution that holds
   the word score on each token (ours) and one summed over the word's pieces and spread back
   rank the same. Ties keep position order.

@@ -435,7 +435,8 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
         ``additional_forward_args[0]`` is the attention mask; ``feature_mask`` groups tokens
         into words (``word_feature_mask``; -1 never erased); ``target=None`` flips away from
         the predicted class, a class index flips towards it. ``baselines`` (a token id) is the
-        replacement in ``mode="replace"``. Per-example :class:`FlipResult` objects are in ``self.last_result`` (``text`` is empty
+        replacement in ``mode="replace"``. Per-example :class:`FlipResult` objects are in
+        ``self.last_result`` (``text`` is empty
         in a tensor call; ``words`` are ``sentence_words`` or the word numbers).
         """
         if kwargs:

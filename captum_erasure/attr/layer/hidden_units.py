@@ -2,7 +2,8 @@
 
 The importance of unit k of a layer is Eq. 1 (or another ``score=``) when unit k of the layer's
 output activation is set to 0 at every position / time step at once. The module also holds what
-:mod:`captum_erasure.attr.embedding_dimensions` shares with it: the per-unit erasure core (one row per
+:mod:`captum_erasure.attr.embedding_dimensions` shares with it: the per-unit erasure core
+(one row per
 (example, unit), rows of all layers and examples packed into the engine's batches) and the
 streaming corpus average (:class:`DatasetImportance`).
 """

@@ -5,7 +5,8 @@ The classifiers are ordinary ``nn.Module``\\ s called as ``model(input_ids, atte
 returning logits, with a minimal ``config`` (``num_labels``, ``id2label``, ``label2id``,
 ``max_position_embeddings``) and ``get_input_embeddings()``, so every attribution of this package,
 :func:`~captum_erasure.explain.explain_texts` and
-:func:`~captum_erasure.explain.corpus.corpus_word_importance` take them with the GloVe tokenizer unchanged.
+:func:`~captum_erasure.explain.corpus.corpus_word_importance` take them with the GloVe
+tokenizer unchanged.
 
 The sentence representation is the final hidden state after the last *attended* token: attended
 tokens are moved to the front first (so right, left or holed masks all mean "this sequence
