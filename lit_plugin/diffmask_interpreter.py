@@ -14,7 +14,8 @@ from typing import Any, Callable, Sequence
 from lit_nlp.api import types as lit_types
 
 from captum_erasure import DiffMask
-from lit_plugin.interpreters import WordSalienceInterpreter, encode_words, word_scores
+from captum_erasure._core.text import encode_words, word_scores
+from lit_plugin.interpreters import WordSalienceInterpreter
 
 DEFAULT_STEPS = 300
 DEFAULT_CACHE = Path("outputs") / "diffmask" / "lit_probes"

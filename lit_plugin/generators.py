@@ -25,7 +25,7 @@ from lit_nlp.lib import utils as lit_utils
 from torch import nn
 
 from captum_erasure._core.inputs import check_fraction, check_positive_int
-from captum_erasure.attr.input_reduction import DEFAULT_MAX_EVALUATIONS
+from captum_erasure.attr.input_reduction import DEFAULT_MAX_EVALUATIONS, IMPORTANCES
 
 from .interpreters import (
     _integer,
@@ -42,7 +42,6 @@ MAX_ERASURES_KEY = "Max words to erase (empty = no limit)"  # 0 is an error, not
 BEAM_KEY = "Beam size"
 IMPORTANCE_KEY = "Word importance"
 MIN_CONFIDENCE_KEY = "Min confidence to keep (0 = off)"
-IMPORTANCES = ("gradient", "loo")
 
 # Fields only the model reads: dropped from new examples so they cannot describe the old text.
 MODEL_ONLY_FIELDS = (TOKENS_FIELD, EMBEDDINGS_FIELD)

@@ -26,13 +26,14 @@ from lit_nlp.lib import utils as lit_utils
 from torch import nn
 
 from captum_erasure._core.inputs import check_positive_int
+from captum_erasure._core.scores import SCORES
 from captum_erasure._core.text import (
-    check_model_and_tokenizer,
     check_text,
-    max_tokens_of,
-    word_feature_mask,
+    encode_words,
+    word_scores,
 )
 from captum_erasure.attr.marginalization import InputMarginalization
+from captum_erasure.attr.word_erasure import MODES
 from captum_erasure.explain.texts import explain_texts
 
 TARGET_KEY = "_salience_target"
@@ -47,8 +48,9 @@ TOP_K_KEY = "Max candidates per token (empty = no limit)"
 UI_THRESHOLD = 1e-3
 UI_TOP_K = 50
 
-WORD_SCORES = ("eq1", "log_prob_diff", "prob_diff", "logit_diff")
-ERASE_MODES = ("delete", "replace", "attention", "zero")
+# the library's scores and modes; output_diff is left out: it has no class to explain
+WORD_SCORES = tuple(name for name in SCORES if name != "output_diff")
+ERASE_MODES = MODES
 
 
 # -- finding the model behind LIT's wrappers ------------------------------------------------------
@@ -186,41 +188,6 @@ def _integer(config: dict, key: str, default: int | None, *,
     if isinstance(number, float) and math.isfinite(number) and number.is_integer():
         number = int(number)  # JSON may send 3.0 for 3
     return check_positive_int(repr(key), number)
-
-
-def words_of(encoding: Any, row: int, text: str, features: Sequence[int]) -> list[str]:
-    """The words (features of ``word_ids``) of one encoded text, cut from it by offsets."""
-    words = []
-    for feature in features:
-        span = encoding.word_to_chars(row, feature)
-        words.append(text[span.start:span.end] if span is not None else "")
-    return words
-
-
-def encode_words(model: nn.Module, tokenizer: Any, texts: list[str]) -> tuple[Any, torch.Tensor]:
-    """Right-padded encoding and word feature mask; too-long texts are a ValueError."""
-    check_model_and_tokenizer(model, tokenizer)
-    encoding = tokenizer(texts, padding=True, padding_side="right", return_tensors="pt",
-                         return_token_type_ids=False, truncation=False, verbose=False)
-    limit = max_tokens_of(model, tokenizer)
-    for position, n_tokens in enumerate(encoding["attention_mask"].sum(1).tolist()):
-        if limit is not None and n_tokens > limit:
-            raise ValueError(f"text {position} has {n_tokens} tokens, more than the model's "
-                             f"maximum of {limit}; shorten it")
-    return encoding, word_feature_mask(encoding)
-
-
-def word_scores(encoding: Any, mask: torch.Tensor, attributions: torch.Tensor,
-                texts: list[str]) -> list[tuple[list[str], list[float]]]:
-    """(words, score of each word) per text from token attributions that hold each word's
-    score on its tokens (Captum's convention for feature masks)."""
-    out = []
-    for row, text in enumerate(texts):
-        features = sorted(v for v in torch.unique(mask[row]).tolist() if v >= 0)
-        first = [int((mask[row] == f).nonzero()[0]) for f in features]
-        out.append((words_of(encoding, row, text, features),
-                    [float(attributions[row, p]) for p in first]))
-    return out
 
 
 # -- base ---------------------------------------------------------------------------------------

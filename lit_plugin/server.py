@@ -209,9 +209,10 @@ def load_models(args: argparse.Namespace) -> tuple[HFSequenceClassifier, Any]:
     elif args.mlm:
         mlm = (AutoModelForMaskedLM.from_pretrained(args.mlm).eval(),
                AutoTokenizer.from_pretrained(args.mlm))
-        from captum_erasure.attr.marginalization import InputMarginalization
+        from captum_erasure._core.masked_lm import check_shared_vocabulary, resolve_mlm_tokens
         try:  # fail at launch, not at the first request, when the vocabularies differ
-            InputMarginalization(model, mlm[0], tokenizer=tokenizer, mlm_tokenizer=mlm[1])
+            check_shared_vocabulary(resolve_mlm_tokens(mlm[0], mlm[1]), model, tokenizer,
+                                    mlm[1])
         except ValueError as err:
             raise SystemExit(f"--mlm {args.mlm} cannot serve input marginalization for this "
                              f"classifier: {err}") from None

@@ -267,3 +267,31 @@ def encode_batch(tokenizer: Any, texts: list[str], start: int, limit: int | None
                   f"(first: text {position}, {n_tokens} tokens)", stacklevel=4)
     return tokenizer(texts, truncation=True, max_length=limit, **kwargs)
 
+
+def words_of(encoding: Any, row: int, text: str, features: Sequence[int]) -> list[str]:
+    """The words (features of ``word_ids``) of one encoded text, cut from it by offsets."""
+    words = []
+    for feature in features:
+        span = encoding.word_to_chars(row, feature)
+        words.append(text[span.start:span.end] if span is not None else "")
+    return words
+
+
+def encode_words(model: nn.Module, tokenizer: Any, texts: list[str]) -> tuple[Any, torch.Tensor]:
+    """Right-padded encoding and word feature mask; too-long texts are a ValueError."""
+    check_model_and_tokenizer(model, tokenizer)
+    encoding = encode_batch(tokenizer, texts, 0, max_tokens_of(model, tokenizer), False)
+    return encoding, word_feature_mask(encoding)
+
+
+def word_scores(encoding: Any, mask: torch.Tensor, attributions: torch.Tensor,
+                texts: list[str]) -> list[tuple[list[str], list[float]]]:
+    """(words, score of each word) per text from token attributions that hold each word's
+    score on its tokens (Captum's convention for feature masks)."""
+    out = []
+    for row, text in enumerate(texts):
+        features = sorted(v for v in torch.unique(mask[row]).tolist() if v >= 0)
+        first = [int((mask[row] == f).nonzero()[0]) for f in features]
+        out.append((words_of(encoding, row, text, features),
+                    [float(attributions[row, p]) for p in first]))
+    return out
