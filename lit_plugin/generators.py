@@ -26,10 +26,9 @@ from torch import nn
 
 from captum_erasure._core.inputs import check_fraction, check_positive_int
 from captum_erasure.attr.input_reduction import DEFAULT_MAX_EVALUATIONS, IMPORTANCES
+from lit_plugin._common import config_integer, config_number
 
 from .interpreters import (
-    _integer,
-    _number,
     check_compatible,
     incompatibility,
     preds_field_of,
@@ -140,7 +139,7 @@ class MinimalErasureFlipGenerator(ErasureGenerator):
     def run_method(self, model, tokenizer, texts, labels, config):
         from captum_erasure.attr.flip.minimal_erasure import MinimalErasure
         target = class_index(config.get(TARGET_CLASS_KEY), labels, TARGET_CLASS_KEY)
-        budget = _integer(config, BUDGET_KEY, self.max_evaluations)
+        budget = config_integer(config, BUDGET_KEY, self.max_evaluations)
         explainer = self.explainer
         if explainer is None or explainer.forward_func is not model:
             explainer = MinimalErasure(model, seed=self.seed)
@@ -173,7 +172,7 @@ class GreedyErasureFlipGenerator(ErasureGenerator):
     def run_method(self, model, tokenizer, texts, labels, config):
         from captum_erasure.attr.flip.greedy import greedy_flip
         target = class_index(config.get(TARGET_CLASS_KEY), labels, TARGET_CLASS_KEY)
-        max_erasures = _integer(config, MAX_ERASURES_KEY, self.max_erasures, empty_is_none=True)
+        max_erasures = config_integer(config, MAX_ERASURES_KEY, self.max_erasures, empty_is_none=True)
         results = greedy_flip(model, texts, tokenizer=tokenizer, target=target,
                               max_erasures=max_erasures,
                               show_progress=self.show_progress)
@@ -213,13 +212,13 @@ class InputReductionGenerator(ErasureGenerator):
 
     def run_method(self, model, tokenizer, texts, labels, config):
         from captum_erasure.attr.input_reduction import InputReduction
-        beam = _integer(config, BEAM_KEY, self.beam_size)
-        budget = _integer(config, BUDGET_KEY, self.max_evaluations)
+        beam = config_integer(config, BEAM_KEY, self.beam_size)
+        budget = config_integer(config, BUDGET_KEY, self.max_evaluations)
         importance = config.get(IMPORTANCE_KEY) or self.importance
         if importance not in IMPORTANCES:
             raise ValueError(f"{IMPORTANCE_KEY!r} must be one of {list(IMPORTANCES)}, got "
                              f"{importance!r}")
-        min_confidence = _number(config, MIN_CONFIDENCE_KEY, self.min_confidence)
+        min_confidence = config_number(config, MIN_CONFIDENCE_KEY, self.min_confidence)
         if not 0 <= min_confidence <= 1:
             raise ValueError(f"{MIN_CONFIDENCE_KEY!r} must be in [0, 1], got {min_confidence}")
         results = InputReduction(model).reduce(

@@ -35,6 +35,7 @@ from captum_erasure._core.text import (
 from captum_erasure.attr.marginalization import InputMarginalization
 from captum_erasure.attr.word_erasure import MODES
 from captum_erasure.explain.texts import explain_texts
+from lit_plugin._common import config_choice, config_integer, config_number
 
 TARGET_KEY = "_salience_target"
 SCORE_KEY = "Score"
@@ -142,54 +143,6 @@ def _n_classes(model: Any) -> int:
         int(getattr(getattr(hf_backend(model)[0], "config", None), "num_labels", 0) or 0)
 
 
-def _choice(config: dict, key: str, choices: Sequence[str], default: str) -> str:
-    value = config.get(key, default)
-    if value in (None, ""):
-        return default
-    if value not in choices:
-        raise ValueError(f"{key!r} must be one of {list(choices)}, got {value!r}")
-    return str(value)
-
-
-def _number(config: dict, key: str, default: float, kind: Callable = float) -> Any:
-    """A finite number from a config field; anything else is an error naming the field."""
-    if kind is int:
-        return _integer(config, key, default)
-    value = config.get(key, default)
-    if value in (None, ""):
-        return default
-    try:
-        number = kind(value) if not isinstance(value, bool) else None
-    except (TypeError, ValueError):
-        number = None
-    if number is None or not math.isfinite(number):
-        raise ValueError(f"{key!r} must be a number, got {value!r}")
-    return number
-
-
-def _integer(config: dict, key: str, default: int | None, *,
-             empty_is_none: bool = False) -> int | None:
-    """A positive integer from a config field (a number or its text: LIT's controls and API
-    requests send either). 2.5, inf, nan, abc, 0 and -1 are errors naming the field; only an
-    empty value means ``default`` (``None``, "no limit", when ``empty_is_none``)."""
-    value = config.get(key, default)
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None if empty_is_none else default
-    number: Any = value
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            number = int(text)
-        except ValueError:
-            try:
-                number = float(text)
-            except ValueError:
-                number = text
-    if isinstance(number, float) and math.isfinite(number) and number.is_integer():
-        number = int(number)  # JSON may send 3.0 for 3
-    return check_positive_int(repr(key), number)
-
-
 # -- base ---------------------------------------------------------------------------------------
 class WordSalienceInterpreter(lit_components.Interpreter):
     """Common LIT plumbing: compatibility, target, text field, result format."""
@@ -257,8 +210,8 @@ class WordErasureInterpreter(WordSalienceInterpreter):
         }
 
     def explain(self, model, tokenizer, texts, target, config):
-        score = _choice(config, SCORE_KEY, WORD_SCORES, self.score)
-        mode = _choice(config, ERASE_KEY, ERASE_MODES, self.mode)
+        score = config_choice(config, SCORE_KEY, WORD_SCORES, self.score)
+        mode = config_choice(config, ERASE_KEY, ERASE_MODES, self.mode)
         explanations = explain_texts(
             model, tokenizer, texts, target="predicted" if target is None else target,
             score=score, mode=mode, batch_size=self.batch_size,
@@ -344,8 +297,8 @@ class InputMarginalizationInterpreter(WordSalienceInterpreter):
         }
 
     def explain(self, model, tokenizer, texts, target, config):
-        threshold = _number(config, THRESHOLD_KEY, self.threshold)
-        top_k = _integer(config, TOP_K_KEY, self.top_k, empty_is_none=True)
+        threshold = config_number(config, THRESHOLD_KEY, self.threshold)
+        top_k = config_integer(config, TOP_K_KEY, self.top_k, empty_is_none=True)
         if not (0 <= threshold < 1) or math.isnan(threshold):
             raise ValueError(f"{THRESHOLD_KEY!r} must be in [0, 1), got {threshold}")
         mlm, mlm_tokenizer = self.mlm()

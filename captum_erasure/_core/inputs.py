@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-_NO_TARGET = object()  # a dataset batch that carries no target of its own
+NO_TARGET = object()  # a dataset batch that carries no target of its own
 
 
 def renumber_features(feature_mask: Tensor, shape: torch.Size) -> Tensor:
@@ -142,12 +142,12 @@ def unpack_batch(batch: Any) -> tuple[Any, Any, Any]:
     ``(inputs, additional_forward_args, target)``, as a tuple or list (a ``DataLoader`` over a
     ``TensorDataset(ids, attention_mask, labels)`` fits). ``additional_forward_args`` is a
     tuple, a single tensor or ``None``. Several input tensors go in a tuple as the first
-    element. The target is ``_NO_TARGET`` when the batch carries none.
+    element. The target is ``NO_TARGET`` when the batch carries none.
     """
     if isinstance(batch, Tensor):
-        return batch, None, _NO_TARGET
+        return batch, None, NO_TARGET
     if isinstance(batch, (tuple, list)) and 1 <= len(batch) <= 3:
-        parts = list(batch) + [None, _NO_TARGET][len(batch) - 1:]
+        parts = list(batch) + [None, NO_TARGET][len(batch) - 1:]
         return parts[0], parts[1], parts[2]
     raise TypeError("a dataset batch must be inputs, (inputs,), (inputs, additional_forward_"
                     f"args) or (inputs, additional_forward_args, target); got {type(batch)}")

@@ -21,7 +21,7 @@ from captum_erasure._core.engine import (
 )
 from captum_erasure._core.hooks import first_tensor, zeroing
 from captum_erasure._core.inputs import (
-    _NO_TARGET,
+    NO_TARGET,
     as_extra_args,
     as_input_tuple,
     check_token_ids,
@@ -160,7 +160,7 @@ class UnitErasureBase(UsesEngine, PerturbationAttribution):
         for batch in tqdm(batches, desc="batches", disable=not show_progress):
             inputs, extra, batch_target = unpack_batch(batch)
             result = self.unit_scores(
-                inputs, target if batch_target is _NO_TARGET else batch_target, extra,
+                inputs, target if batch_target is NO_TARGET else batch_target, extra,
                 perturbations_per_eval, show_progress, score)
             moments.update(result.scores)
             widths = result.widths

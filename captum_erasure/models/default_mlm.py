@@ -43,14 +43,14 @@ from transformers import (
 from transformers.utils import logging as transformers_logging
 
 from captum_erasure.data import CORPORA, cache_dir, load_snippets, split_of
-from captum_erasure.models.default import (
-    _linear_warmup_decay,
-    _optimizer,
-    _read_info,
-    _save_to_cache,
-    _versions,
-    base_model_path,
+from captum_erasure.models._finetune import (
+    adamw_optimizer,
+    linear_warmup_decay,
+    package_versions,
+    read_info,
+    save_to_cache,
 )
+from captum_erasure.models.default import base_model_path
 
 DEFAULT_MLM_DIRNAME = "minilm-l6-mlm-v1"
 INFO_FILENAME = "info.json"
@@ -186,9 +186,9 @@ def train_mlm(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts:
     lengths = [len(row) for row in encoded]
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # dropout
-    optimizer = _optimizer(model, lr, weight_decay)
+    optimizer = adamw_optimizer(model, lr, weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _linear_warmup_decay(max(1, round(warmup_fraction * steps)), steps))
+        optimizer, linear_warmup_decay(max(1, round(warmup_fraction * steps)), steps))
     specials = torch.tensor(sorted(tokenizer.all_special_ids))
     batches: list[list[int]] = []
     model.train()
@@ -352,9 +352,9 @@ def build_default_mlm(show_progress: bool = True, *, steps: int = DEFAULT_STEPS,
         "train_seconds": round(train_seconds, 1),
         "seconds": round(time.perf_counter() - started, 1),
         "torch_threads": torch.get_num_threads(),
-        "versions": _versions(),
+        "versions": package_versions(),
     }
-    _save_to_cache(model, tokenizer, info, default_mlm_dir())
+    save_to_cache(model, tokenizer, info, default_mlm_dir())
     return model, tokenizer, info
 
 
@@ -379,4 +379,4 @@ def load_default_mlm(device: torch.device | str | None = None, rebuild: bool = F
 
 def default_mlm_info() -> dict[str, Any]:
     """Contents of the cached MLM's ``info.json`` (FileNotFoundError if not built yet)."""
-    return _read_info(default_mlm_dir(), "load_default_mlm")
+    return read_info(default_mlm_dir(), "load_default_mlm")

@@ -14,6 +14,7 @@ from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import Whitespace
 from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
 
+from captum_erasure.models import _finetune as finetune
 from captum_erasure.models import default as dm
 
 FILLER = "the a movie film plot actor scene was is very quite really so it this one".split()
@@ -109,7 +110,7 @@ def test_fine_tune_rejects_mismatched_lengths() -> None:
 
 
 def test_schedule_warms_up_then_decays() -> None:
-    factor = dm._linear_warmup_decay(warmup_steps=4, total_steps=20)
+    factor = finetune.linear_warmup_decay(warmup_steps=4, total_steps=20)
     values = [factor(step) for step in range(21)]
     assert values[0] == pytest.approx(0.25)
     assert values[3] == pytest.approx(1.0)
@@ -175,7 +176,7 @@ def test_install_dir_replaces_previous_build(tmp_path: Path) -> None:
     built = tmp_path / "build"
     built.mkdir()
     (built / "new.txt").write_text("new")
-    dm._install_dir(built, target)
+    finetune.install_dir(built, target)
     assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
