@@ -89,6 +89,13 @@ class EngineStats:
     rows: int = 0
     oom_retries: int = 0
 
+    def __iadd__(self, other: "EngineStats") -> "EngineStats":
+        """Adds another call's cost (every field: one merge for every method and metric)."""
+        self.forward_passes += other.forward_passes
+        self.rows += other.rows
+        self.oom_retries += other.oom_retries
+        return self
+
 
 class PerturbationEngine:
     """Evaluates perturbed inputs in budgeted, packed batches.

@@ -164,9 +164,7 @@ class UnitErasureBase(UsesEngine, PerturbationAttribution):
                 perturbations_per_eval, show_progress, score)
             moments.update(result.scores)
             widths = result.widths
-            stats.forward_passes += result.stats.forward_passes
-            stats.rows += result.stats.rows
-            stats.oom_retries += result.stats.oom_retries
+            stats += result.stats
         importance = moments.result()
         self.last_stats = stats
         self.last_result = importance

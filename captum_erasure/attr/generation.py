@@ -30,7 +30,7 @@ from captum.attr._core.llm_attr import _convert_ids_to_pretty_tokens
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from captum_erasure._core.engine import Row
+from captum_erasure._core.engine import EngineStats, Row
 from captum_erasure._core.options import EngineOptions, UsesEngine
 from captum_erasure._core.scores import EQ1_MIN_DENOMINATOR
 from captum_erasure._core.text import eval_mode
@@ -50,13 +50,11 @@ DEFAULT_MAX_TOKENS = 1024  # suffix tokens per forward when no budget is given
 
 
 @dataclass
-class GenerationStats:
-    """Cost of one call: engine forwards and rows, token positions computed (``padded``:
-    as run, rows x longest suffix; ``real``: without padding) and prompt positions read from
-    the cache instead of computed (``reused``)."""
+class GenerationStats(EngineStats):
+    """Cost of one call: the engine's forwards, rows and OOM retries, token positions computed
+    (``padded``: as run, rows x longest suffix; ``real``: without padding) and prompt
+    positions read from the cache instead of computed (``reused``)."""
 
-    forward_passes: int = 0
-    rows: int = 0
     token_positions: int = 0
     real_token_positions: int = 0
     reused_positions: int = 0
@@ -334,8 +332,7 @@ class ContinuationErasure(UsesEngine, PerturbationAttribution):
             pairs = torch.tensor([r.example for r in rows])
             slots = torch.tensor([r.slot for r in rows])
             erased[pairs, slots, :outs.shape[1]] = outs.double()
-        stats.forward_passes += engine.stats.forward_passes
-        stats.rows += engine.stats.rows
+        stats += engine.stats
         stats.token_positions += counter.padded
         stats.real_token_positions += counter.real
         stats.reused_positions += counter.reused

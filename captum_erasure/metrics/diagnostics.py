@@ -99,8 +99,7 @@ class MaskedPerformance:
         curves = removal_curves(
             self.forward_func, inputs, attributions, keep=False,
             ks=lambda n: [_masked_size(n, f) for f in self.fractions], **options)
-        self.stats.forward_passes += curves.stats.forward_passes
-        self.stats.rows += curves.stats.rows
+        self.stats += curves.stats
         for b, label in enumerate(labels):
             n = int(curves.n_features[b])
             ks = curves.ks[b]

@@ -379,8 +379,7 @@ class FaithfulnessMetrics:
         kept = removal_curves(self.forward_func, inputs, attributions, ks="all", keep=True,
                               **options)
         for part in (removed.stats, kept.stats):
-            self.stats.forward_passes += part.forward_passes
-            self.stats.rows += part.rows
+            self.stats += part
         values = {
             "comprehensiveness": drop_at_fraction(removed, self.fraction),
             "sufficiency": drop_at_fraction(kept, self.fraction),

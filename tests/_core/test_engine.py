@@ -156,3 +156,10 @@ def test_engine_for_call_budgets():
     with pytest.raises(ValueError):
         engine_for_call(linear_forward, linear_forward, n_examples=1, perturbations_per_eval=0,
                         device="cpu", **common)
+
+
+def test_engine_stats_add_every_field():
+    from captum_erasure import EngineStats
+    total = EngineStats(1, 2, 0)
+    total += EngineStats(3, 4, 1)
+    assert (total.forward_passes, total.rows, total.oom_retries) == (4, 6, 1)

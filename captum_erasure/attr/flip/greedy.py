@@ -66,9 +66,7 @@ def greedy_flip(model: nn.Module, texts: str | Sequence[str], *, tokenizer: Any,
         results = _greedy(model, tokenizer, encoded, evaluator, target, max_erasures,
                           prune_result)
     if stats is not None:
-        stats.forward_passes += evaluator.stats.forward_passes
-        stats.rows += evaluator.stats.rows
-        stats.oom_retries += evaluator.stats.oom_retries
+        stats += evaluator.stats
     return results
 
 
