@@ -390,7 +390,8 @@ def erasure_interpreters(mlm: nn.Module | MLMSource | None = None, mlm_tokenizer
     zero-argument callable returning ``(mlm, tokenizer)`` (e.g. a :class:`BackgroundLoader`);
     input marginalization is left out without one. Besides word erasure and marginalization,
     the minimal flipping set and the input reduction order are shown as salience maps (their
-    counterfactual texts come from :func:`lit_plugin.generators.erasure_generators`).
+    counterfactual texts come from :func:`lit_plugin.generators.erasure_generators`), and
+    Guan et al.'s information kept per word.
     """
     interpreters: dict[str, lit_components.Interpreter] = {
         WORD_ERASURE_NAME: WordErasureInterpreter(show_progress=show_progress)}
@@ -400,4 +401,7 @@ def erasure_interpreters(mlm: nn.Module | MLMSource | None = None, mlm_tokenizer
     interpreters[FLIP_SET_NAME] = MinimalFlipSetInterpreter(show_progress=show_progress)
     interpreters[REDUCTION_ORDER_NAME] = InputReductionOrderInterpreter(
         show_progress=show_progress)
+    from lit_plugin.information_interpreter import WordInformationInterpreter
+    information = WordInformationInterpreter(show_progress=show_progress)
+    interpreters[information.name] = information
     return interpreters

@@ -313,3 +313,24 @@ def test_minimal_erasure_generator_honours_its_budget(toys):
         assert explainer.last_stats.rows == rows
         assert [g["text"] for g in generated] == \
             ([expected.remaining_text] if expected.flipped else [])
+
+
+def test_information_row_is_word_information_at_the_chosen_layer(client, dataset, toys):
+    from captum_erasure import WordInformation
+    from lit_plugin.information_interpreter import INFORMATION_NAME, LAYER_KEY, STEPS_KEY
+
+    classifier, tokenizer, _ = toys
+    example = dataset[3]
+    enc = tokenizer([TEXTS[3]], return_tensors="pt")
+    mask = word_feature_mask(enc)
+    for layer, config in ((-1, {STEPS_KEY: 5}), ("pooled", {LAYER_KEY: "pooled", STEPS_KEY: 5})):
+        result = interpret(client, example["id"], INFORMATION_NAME, config)
+        attr = WordInformation(classifier, layer=layer, n_steps=5).attribute(
+            enc["input_ids"], additional_forward_args=(enc["attention_mask"],), feature_mask=mask)
+        first = [int((mask[0] == f).nonzero()[0]) for f in range(int(mask.max()) + 1)]
+        np.testing.assert_allclose(result["text"]["salience"], attr[0, first].tolist(), rtol=1e-6)
+        assert result["text"]["tokens"] == TEXTS[3].split()
+    response = post(client, "get_interpretations", {"inputs": [example["id"]],
+                                                   "config": {LAYER_KEY: "top"}},
+                    model="toy", dataset_name="toy_data", interpreter=INFORMATION_NAME)
+    assert response.status_code != 200 and LAYER_KEY in response.get_data(as_text=True)
