@@ -34,7 +34,8 @@ def first_tensor(output) -> Tensor:
     raise TypeError(f"cannot find the activation tensor in a {type(output).__name__} output")
 
 
-def _replace_first(output, new: Tensor):
+def replace_first(output, new: Tensor):
+    """``output`` (a tensor, tuple, list or HF output) with its activation tensor replaced."""
     if isinstance(output, Tensor):
         return new
     if isinstance(output, tuple):
@@ -86,7 +87,7 @@ def zeroing(modules: Sequence[nn.Module], masks: Sequence[Tensor | None],
                     f"{type(module).__name__} output has batch size {act.shape[dim]} but the "
                     f"erasure mask has {mask.shape[0]} rows")
             keep = mask.to(device=act.device, dtype=act.dtype).reshape(shape)
-            output = _replace_first(output, act * keep)
+            output = replace_first(output, act * keep)
             if over == "units" and isinstance(module, nn.RNNBase):
                 output = _zero_final_state(module, output, mask)
             return output

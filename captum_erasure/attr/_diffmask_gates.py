@@ -17,7 +17,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from captum_erasure._core.hooks import first_tensor
+from captum_erasure._core.hooks import first_tensor, replace_first
 
 TEMPERATURE = 0.2
 STRETCH = (-0.2, 1.0)
@@ -98,17 +98,6 @@ def model_hidden_modules(model: nn.Module) -> list[nn.Module] | None:
     return [embeddings, *stack]
 
 
-def _replace_first(output, new: Tensor):
-    if isinstance(output, Tensor):
-        return new
-    if isinstance(output, tuple):
-        return (new, *output[1:])
-    if isinstance(output, list):
-        return [new, *output[1:]]
-    output.last_hidden_state = new
-    return output
-
-
 @contextlib.contextmanager
 def capturing(modules: Sequence[nn.Module], store: list) -> Iterator[None]:
     """While active, appends each module's output activation to ``store[i]`` (a list of
@@ -133,7 +122,7 @@ def capturing(modules: Sequence[nn.Module], store: list) -> Iterator[None]:
 def replacing(module: nn.Module, transform: Callable[[Tensor], Tensor]) -> Iterator[None]:
     """While active, the module's output activation goes through ``transform``."""
     def hook(mod, inputs, output):
-        return _replace_first(output, transform(first_tensor(output)))
+        return replace_first(output, transform(first_tensor(output)))
 
     handle = module.register_forward_hook(hook)
     try:
