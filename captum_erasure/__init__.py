@@ -17,6 +17,7 @@ from captum_erasure._core.engine import (
     score_erasures,
 )
 from captum_erasure._core.masked_lm import token_feature_mask
+from captum_erasure._core.options import EngineOptions
 from captum_erasure._core.scores import SCORES, erasure_scores
 from captum_erasure._core.text import NOT_A_FEATURE, word_feature_mask, word_tokens
 from captum_erasure.attr import (
@@ -108,7 +109,8 @@ __all__ = [
     "ReductionResult", "greedy_flip", "WordInformation", "InformationResult",
     "DiffMask", "DiffMaskResult", "ContinuationErasure", "ContinuationScores",
     # engine, scores, text
-    "PerturbationEngine", "EngineStats", "Row", "score_erasures", "SCORES", "erasure_scores",
+    "PerturbationEngine", "EngineOptions", "EngineStats", "Row", "score_erasures", "SCORES",
+    "erasure_scores",
     "NOT_A_FEATURE", "word_feature_mask", "word_tokens", "token_feature_mask",
     # metrics
     "FaithfulnessMetrics", "RemovalCurves", "aopc", "comprehensiveness", "sufficiency",

@@ -6,12 +6,12 @@ import torch
 
 from captum_erasure import (
     EmbeddingDimensionErasure,
+    EngineOptions,
     HiddenUnitErasure,
     InputReduction,
     MinimalErasure,
     WordErasure,
 )
-from captum_erasure._core.options import EngineOptions
 
 
 def _forward(ids, mask=None):
