@@ -369,8 +369,9 @@ class DiffMask(UsesEngine, PerturbationAttribution):
         """Engine forward: per row, the keep probabilities then the model's outputs."""
         out, gate_inputs = self._read(ids, extra)
         self._check_outputs(out)
-        keep = log_keep_probability(self.probe.logits(gate_inputs)).sum(-1).exp()
-        return torch.cat([keep.to(out.dtype), out], -1)
+        # float64: confident gates saturate at 1.0 in float32, and tied words lose their order
+        keep = log_keep_probability(self.probe.logits(gate_inputs).double()).sum(-1).exp()
+        return torch.cat([keep, out.double()], -1)
 
     def _masked_forward(self, ids: Tensor, keep: Tensor, *extra: Any) -> Tensor:
         return self._masked(ids, extra, (keep >= 0.5).to(torch.float32))
@@ -424,7 +425,7 @@ class DiffMask(UsesEngine, PerturbationAttribution):
         probe.to(engine.device)
         with eval_mode(model):
             out = engine.run(rows, collate, desc="DiffMask gates")
-            keep = out[:, :width].float() * attention.cpu().float()
+            keep = out[:, :width] * attention.cpu().double()
             original = out[:, width:]
             masked_out = kl = None
             if masked:
