@@ -318,6 +318,11 @@ def _run(task: str, source: Any, out: Path | None, model: Any, labels: Any, text
                texts_per_call=texts_per_call, text_column=text_column,
                label_column=label_column, show_progress=show_progress)
     if backend == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError as err:
+            raise ImportError("backend='ray' needs Ray: pip install 'captum-erasure[ray]'") \
+                from err
         from captum_erasure.explain import _ray_corpus
         return _ray_corpus.run(job, source, labels, address=address, num_actors=num_actors,
                                options=dict(ray_options or {}))
