@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from conftest import build_tiny_model, build_tiny_tokenizer
 
 

@@ -176,7 +176,7 @@ class _preserving_order:
         self.saved = self.options.preserve_order
         self.options.preserve_order = True
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.options.preserve_order = self.saved
 
 
@@ -319,7 +319,7 @@ def _run(task: str, source: Any, out: Path | None, model: Any, labels: Any, text
                label_column=label_column, show_progress=show_progress)
     if backend == "ray":
         try:
-            import ray  # noqa: F401
+            import ray
         except ImportError as err:
             raise ImportError("backend='ray' needs Ray: pip install 'captum-erasure[ray]'") \
                 from err
@@ -367,7 +367,7 @@ class ResultSink:
             self.writer = pq.ParquetWriter(self.job["out"], self.schema)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.bar.close()
         if self.writer is not None:
             self.writer.close()

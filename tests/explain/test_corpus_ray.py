@@ -13,18 +13,19 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from captum_erasure.explain.corpus_run import (  # noqa: E402
-    ModelLoadError,
-    corpus_tables,
-    explain_corpus,
-)
-from ray_toys import SlowFactory, broken_factory, tiny_factory  # noqa: E402
-from test_corpus_run import (  # noqa: E402
+from ray_toys import SlowFactory, broken_factory, tiny_factory
+from test_corpus_run import (
     LABELS,
     TEXTS,
     assert_same_tables,
     random_corpus,
     write_corpus,
+)
+
+from captum_erasure.explain.corpus_run import (
+    ModelLoadError,
+    corpus_tables,
+    explain_corpus,
 )
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from ray_toys import broken_factory, tiny_factory
 
 from captum_erasure.explain.corpus import corpus_word_importance
 from captum_erasure.explain.corpus_run import (
@@ -19,7 +20,6 @@ from captum_erasure.explain.corpus_run import (
     main,
 )
 from captum_erasure.explain.texts import explain_texts
-from ray_toys import broken_factory, tiny_factory
 
 ROOT = Path(__file__).resolve().parents[2]
 WORDS = ("the a movie film was is good great bad boring not very plot acting fun dull and but "
