@@ -154,8 +154,7 @@ def _iter_tables(source: Any, kind: str | None, size: int, text_column: str,
     elif is_hf_dataset(source):
         batches = (pd.DataFrame(b) for b in source.iter(batch_size=size))
     else:  # a Ray Dataset, read in order
-        with _preserving_order(source):
-            batches = list(source.iter_batches(batch_size=size, batch_format="pandas"))
+        batches = _ordered_batches(source, size)
     for frame in batches:
         if text_column not in frame:
             raise ValueError(f"the corpus has no column {text_column!r} (columns: "
@@ -164,6 +163,11 @@ def _iter_tables(source: Any, kind: str | None, size: int, text_column: str,
         if label_column is not None and label_column in frame:
             table["label"] = frame[label_column].tolist()
         yield table
+
+
+def _ordered_batches(dataset: Any, size: int) -> Iterator[Any]:
+    with _preserving_order(dataset):
+        yield from dataset.iter_batches(batch_size=size, batch_format="pandas")
 
 
 class _preserving_order:

@@ -65,10 +65,26 @@ def assert_same_rows(table, reference):
     assert table.equals(reference)  # and in fact bit for bit
 
 
-@pytest.mark.parametrize("actors,kind", [(1, "csv"), (2, "list"), (4, "jsonl")])
+def ray_dataset():
+    import pandas as pd
+    frame = pd.DataFrame({"review": TEXTS, "stars": LABELS})
+    return ray.data.from_pandas([frame[:13], frame[13:40], frame[40:]])  # uneven blocks
+
+
+def test_a_ray_dataset_read_by_the_local_backend(local_tables):
+    result = corpus_tables(ray_dataset(), model=tiny_factory, text_column="review",
+                           label_column="stars", texts_per_call=GROUP, keep_negative=10,
+                           show_progress=False)
+    assert_same_tables(result, local_tables)
+
+
+@pytest.mark.parametrize("actors,kind", [(1, "csv"), (2, "list"), (2, "ray"), (4, "jsonl")])
 def test_tables_on_ray_equal_one_process(local_tables, tmp_path, actors, kind):
     if kind == "list":
         source, labels, columns = TEXTS, LABELS, {}
+    elif kind == "ray":
+        source, labels = ray_dataset(), None
+        columns = dict(text_column="review", label_column="stars")
     else:
         source, labels = write_corpus(tmp_path, kind), None
         columns = dict(text_column="review", label_column="stars")
