@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import threading
 import time
@@ -37,8 +38,12 @@ def tiny_factory(device=None):
     return BertForSequenceClassification(config).eval().to(device or "cpu"), tokenizer
 
 
+MARKER = f"CORPUS_RAY_MEMORY_RUN={os.getpid()}"  # in this run's actors' environment only
+
+
 class ActorMemory(threading.Thread):
-    """Polls /proc for the actors' peak resident memory (VmHWM, MiB) until stopped."""
+    """Polls /proc for the peak resident memory (VmHWM, MiB) of this run's actors (other Ray
+    jobs on the machine may run CorpusWorker actors too) until stopped."""
 
     def __init__(self, every: float = 0.5) -> None:
         super().__init__(daemon=True)
@@ -52,6 +57,8 @@ class ActorMemory(threading.Thread):
                 try:
                     if b"MapWorker(MapBatches(CorpusWorker))" not in \
                             (proc / "cmdline").read_bytes():
+                        continue
+                    if MARKER.encode() not in (proc / "environ").read_bytes().split(b"\0"):
                         continue
                     status = (proc / "status").read_text()
                 except OSError:
@@ -87,7 +94,8 @@ def main() -> None:
     if args.backend == "ray":
         root = str(Path(__file__).resolve().parents[1])
         ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": root, "OMP_NUM_THREADS": "1"}})
+                 runtime_env={"env_vars": {"PYTHONPATH": root, "OMP_NUM_THREADS": "1",
+                                           MARKER.split("=")[0]: MARKER.split("=")[1]}})
         monitor.start()
     else:
         torch.set_num_threads(1)

@@ -149,3 +149,26 @@ def test_a_model_that_fails_to_load_is_one_clear_error_not_a_hang():
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def test_command_line_starts_and_stops_its_own_ray(local_tables, tmp_path):
+    """`--ray` alone: the run starts a local Ray (the fixture's is in another process), puts
+    this checkout on its workers' path, and stops it."""
+    import subprocess
+    import sys
+    path = write_corpus(tmp_path, "csv")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
+           "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "captum_erasure.explain.corpus_run", str(path), "--ray",
+         "--num-cpus", "2", "--actors", "2", "--model", "ray_toys:tiny_factory",
+         "--text-column", "review", "--label-column", "stars", "--texts-per-call", str(GROUP),
+         "--min-count", "1", "--out", str(tmp_path / "tables")],
+        capture_output=True, text=True, env=env, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    import pandas as pd
+    written = pd.read_csv(tmp_path / "tables" / "word_importance.csv")
+    expected = local_tables.table()
+    assert written["word"].tolist() == expected["word"].tolist()
+    assert written["count"].tolist() == expected["count"].tolist()
+    assert written["mean"].tolist() == pytest.approx(expected["mean"].tolist(), rel=1e-15)
