@@ -7,6 +7,7 @@ writes the corpus tables: words by mean importance (Table 1), the most negative 
 the most negative occurrences with their sentences and gold labels (Table 2's error analysis).
 
     python -m captum_erasure.demo --out outputs/demo
+    python -m captum_erasure.demo --out outputs/demo --ray          # corpus tables on Ray
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from captum_erasure.explain.plots import plot_word_heatmap, save_html
 from captum_erasure.explain.report import explanations_to_frame, format_table
 from captum_erasure.explain.texts import explain_texts
 from captum_erasure.models.default import default_model_info, load_default_model
+from captum_erasure.scale.corpus_run import corpus_tables
 
 PAPER_SENTENCE = "Effective but too-tepid biopic"  # Li et al. Figure 5
 
@@ -39,6 +41,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--min-count", type=int, default=3,
                         help="minimum occurrences for a word type in the rankings")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if any)")
+    parser.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                        help="compute the corpus tables on Ray: a new local instance, or join "
+                             "ADDRESS ('auto', 'ray://host:10001'); see docs/ray.md")
     parser.add_argument("--rebuild-model", action="store_true",
                         help="fine-tune the default model again instead of using the cache")
     args = parser.parse_args(argv)
@@ -68,8 +73,13 @@ def main(argv: list[str] | None = None) -> None:
     corpus_labels = held_out["label"].tolist()[:args.n_corpus]
     print(f"\nCorpus tables over {len(corpus_texts)} held-out snippets (target = gold label)...")
     start = time.perf_counter()
-    corpus = corpus_word_importance(model, tokenizer, corpus_texts, corpus_labels,
-                                    mode=args.mode, min_count=args.min_count, device=device)
+    if args.ray is None:
+        corpus = corpus_word_importance(model, tokenizer, corpus_texts, corpus_labels,
+                                        mode=args.mode, min_count=args.min_count, device=device)
+    else:  # the same tables, from a pool of Ray actors that each load the default model
+        corpus = corpus_tables(corpus_texts, labels=corpus_labels, model="default",
+                               mode=args.mode, min_count=args.min_count, backend="ray",
+                               address=args.ray or None)
     seconds = time.perf_counter() - start
     written = corpus.save(args.out)
     top = corpus.top_positive(15)

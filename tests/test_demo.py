@@ -23,3 +23,27 @@ def test_demo_writes_figures_and_tables(monkeypatch, tmp_path, capsys, tiny_mode
         assert (tmp_path / name).stat().st_size > 0, name
     table = pd.read_csv(tmp_path / "word_importance.csv")
     assert set(table["word"]) >= {"movie", "dull", "boring"}
+
+
+def test_demo_ray_flag_sends_the_corpus_tables_to_corpus_tables(monkeypatch, tmp_path, capsys,
+                                                                 tiny_model, tiny_tokenizer):
+    from captum_erasure.scale.corpus_run import corpus_tables
+    frame = pd.DataFrame({"id": range(3), "text": ["the movie was good", "a dull plot", "fun"],
+                          "rating": [1.0] * 3, "label": [2, 0, 2]})
+    calls = []
+
+    def local_instead(texts, **kwargs):  # the wiring only: no Ray started here
+        calls.append(kwargs)
+        return corpus_tables(texts, **{**kwargs, "backend": "local", "address": None,
+                                       "model": (tiny_model, tiny_tokenizer)})
+
+    monkeypatch.setattr(demo, "load_default_model",
+                        lambda device=None, rebuild=False: (tiny_model, tiny_tokenizer))
+    monkeypatch.setattr(demo, "default_model_info", lambda: {"test_accuracy": 0.5})
+    monkeypatch.setattr(demo, "load_rotten_tomatoes", lambda split: frame)
+    monkeypatch.setattr(demo, "corpus_tables", local_instead)
+    demo.main(["--out", str(tmp_path), "--n-explain", "1", "--min-count", "1",
+               "--ray", "auto"])
+    assert [(c["backend"], c["address"], c["model"]) for c in calls] == [("ray", "auto",
+                                                                         "default")]
+    assert (tmp_path / "word_importance.csv").stat().st_size > 0

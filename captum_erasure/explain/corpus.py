@@ -5,12 +5,15 @@ Every occurrence of a word is erased on its own and scored (Eq. 1 by default); a
 importance is the mean over its occurrences. Texts are streamed group by group, and only running
 statistics per word type plus a bounded heap of the most negative occurrences are kept, so memory
 is O(vocabulary + keep_negative) whatever the corpus size.
+
+The per-type sums are exact (integers in units of float64's smallest step), so partial results
+of parts of a corpus merge (:meth:`CorpusImportance.merge`) into exactly the statistics one pass
+over the whole corpus gives: the mean and std do not depend on how the corpus was split.
 """
 
 from __future__ import annotations
 
 import heapq
-import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,30 +33,69 @@ OCCURRENCE_COLUMNS = ["word", "score", "position", "sentence", "gold", "gold_lab
                       "predicted", "predicted_label", "probability", "target", "target_label"]
 
 
+_UNIT_BITS = 1074  # float64's smallest subnormal is 2**-1074: every float is a multiple of it
+
+
+def _exact(score: float) -> tuple[int, int]:
+    """``score`` and ``score**2`` as exact integers in units of 2**-1074 and 2**-2148."""
+    numerator, denominator = score.as_integer_ratio()  # the denominator is a power of two
+    shift = _UNIT_BITS - (denominator.bit_length() - 1)
+    return numerator << shift, (numerator * numerator) << (2 * shift)
+
+
 @dataclass
 class WordStats:
-    """Running statistics of one word type's per-occurrence scores (Welford's algorithm, which
-    stays accurate for Eq. 1 scores of very different sizes)."""
+    """Statistics of one word type's per-occurrence scores: the count, the *exact* sum and sum
+    of squares (Python integers, so no rounding however many scores of whatever sizes are
+    added, and partial statistics merge exactly), min, max and a few example sentences."""
 
     count: int = 0
-    mean: float = 0.0
-    m2: float = 0.0                 # sum of squared deviations from the mean
+    total: int = 0                  # sum of scores, in units of 2**-1074
+    total_sq: int = 0               # sum of squared scores, in units of 2**-2148
     min: float = math.inf
     max: float = -math.inf
     examples: list[str] = field(default_factory=list)
 
     def add(self, score: float) -> None:
+        value, square = _exact(float(score))
         self.count += 1
-        delta = score - self.mean
-        self.mean += delta / self.count
-        self.m2 += delta * (score - self.mean)
+        self.total += value
+        self.total_sq += square
         self.min = min(self.min, score)
         self.max = max(self.max, score)
+
+    def merge(self, other: WordStats, examples_per_word: int) -> None:
+        """Add the statistics of later occurrences (``other``'s examples go after ours)."""
+        self.count += other.count
+        self.total += other.total
+        self.total_sq += other.total_sq
+        self.min = min(self.min, other.min)
+        self.max = max(self.max, other.max)
+        for text in other.examples:
+            if len(self.examples) >= examples_per_word:
+                break
+            if text not in self.examples:
+                self.examples.append(text)
+
+    @property
+    def mean(self) -> float:
+        """The mean, correctly rounded from the exact sum (NaN before any score)."""
+        return self.total / (self.count << _UNIT_BITS) if self.count else math.nan
+
+    @property
+    def m2(self) -> float:
+        """Sum of squared deviations from the mean, correctly rounded from exact integers."""
+        return self._m2_exact() / (self.count << 2 * _UNIT_BITS) if self.count else math.nan
+
+    def _m2_exact(self) -> int:  # count * m2, in units of 2**-2148
+        return self.count * self.total_sq - self.total * self.total
 
     @property
     def std(self) -> float:
         """Sample standard deviation (NaN for a single occurrence)."""
-        return math.sqrt(self.m2 / (self.count - 1)) if self.count > 1 else math.nan
+        if self.count < 2:
+            return math.nan
+        return math.sqrt(self._m2_exact() / ((self.count * (self.count - 1)) << 2 * _UNIT_BITS))
 
 
 class CorpusImportance:
@@ -79,16 +121,19 @@ class CorpusImportance:
         self.stats: dict[str, WordStats] = {}
         self.n_texts = 0
         self.n_occurrences = 0
-        self._negative: list[tuple[float, int, dict]] = []  # heap keyed by -score
-        self._seen = itertools.count()
+        # heap keyed by (-score, (-text index, -position))
+        self._negative: list[tuple[float, tuple[int, int], dict]] = []
 
     # -- filling ----------------------------------------------------------------------------
     def key(self, word: str) -> str:
         """The word type a word counts towards."""
         return word.lower() if self.lowercase else word
 
-    def add(self, explanation: TextExplanation) -> None:
-        """Add every scored word occurrence of one explained text."""
+    def add(self, explanation: TextExplanation, index: int | None = None) -> None:
+        """Add every scored word occurrence of one explained text; ``index`` is its place in
+        the corpus (default: the number of texts added before), which orders ties among the
+        negative occurrences."""
+        index = self.n_texts if index is None else index
         self.n_texts += 1
         for position, (word, score) in enumerate(zip(explanation.words, explanation.scores)):
             if not math.isfinite(score):
@@ -100,20 +145,43 @@ class CorpusImportance:
                     explanation.text not in stats.examples:
                 stats.examples.append(explanation.text)
             if score < 0 and self.keep_negative:
-                self._keep_if_negative_enough(word, score, position, explanation)
+                self._keep_if_negative_enough(word, score, index, position, explanation)
 
-    def _keep_if_negative_enough(self, word: str, score: float, position: int,
+    def _keep_if_negative_enough(self, word: str, score: float, index: int, position: int,
                                  e: TextExplanation) -> None:
         # Max-heap on score (min-heap on -score): the root is the least negative kept one.
         # Ties keep the earlier occurrence (a later one has a smaller second key).
-        item = (-score, -next(self._seen), dict(
+        self._push((-score, (-index, -position), dict(
             word=word, score=score, position=position, sentence=e.text, gold=e.gold,
             gold_label=e.gold_label, predicted=e.predicted, predicted_label=e.predicted_label,
-            probability=e.probability, target=e.target, target_label=e.target_label))
+            probability=e.probability, target=e.target, target_label=e.target_label)))
+
+    def _push(self, item: tuple) -> None:
         if len(self._negative) < self.keep_negative:
             heapq.heappush(self._negative, item)
         else:
             heapq.heappushpop(self._negative, item)
+
+    def merge(self, other: CorpusImportance, offset: int | None = None) -> CorpusImportance:
+        """Add the partial result of the texts that follow ours (``offset``: the corpus index
+        of ``other``'s first text, default ``self.n_texts``). Merging the parts of a corpus in
+        order gives exactly what one pass over it gives (counts, sums, min, max, examples and
+        the negative occurrences); returns ``self``."""
+        settings = ("lowercase", "examples_per_word", "keep_negative", "score_name", "mode")
+        differ = [name for name in settings if getattr(self, name) != getattr(other, name)]
+        if differ:
+            raise ValueError(f"cannot merge corpus results with different settings {differ}")
+        offset = self.n_texts if offset is None else offset
+        self.n_texts += other.n_texts
+        self.n_occurrences += other.n_occurrences
+        for word, stats in other.stats.items():
+            mine = self.stats.get(word)
+            if mine is None:
+                self.stats[word] = mine = WordStats()
+            mine.merge(stats, self.examples_per_word)
+        for neg_score, (neg_index, neg_position), record in other._negative:
+            self._push((neg_score, (neg_index - offset, neg_position), dict(record)))
+        return self
 
     # -- views ------------------------------------------------------------------------------
     def table(self, min_count: int | None = None) -> pd.DataFrame:
@@ -142,7 +210,7 @@ class CorpusImportance:
     def negative_occurrences(self, n: int | None = None) -> pd.DataFrame:
         """The most negative single occurrences (Li et al. Table 2), most negative first:
         the model does better on that sentence without the word."""
-        kept = sorted(self._negative, key=lambda item: (-item[0], -item[1]))
+        kept = sorted(self._negative, key=lambda item: (-item[0], -item[1][0], -item[1][1]))
         rows = [record for _, _, record in kept][:n]
         return pd.DataFrame(rows, columns=OCCURRENCE_COLUMNS)
 

@@ -126,7 +126,7 @@ def test_save_writes_csv_and_markdown(importance, tmp_path):
     assert markdown.startswith("|") and "sentence" in markdown
 
 
-def test_welford_matches_numpy_and_memory_is_bounded():
+def test_exact_sums_match_numpy_and_memory_is_bounded():
     stats = WordStats()
     values = [1e3, -0.5, 2.0, 1e-3, 104.0]
     for v in values:
@@ -144,3 +144,37 @@ def test_welford_matches_numpy_and_memory_is_bounded():
     assert len(result._negative) == 3 and len(result.stats) == 7  # NaN occurrences skipped
     assert all(len(s.examples) == 1 for s in result.stats.values())
     assert result.negative_occurrences()["score"].tolist() == [-1.0, -1.0, -1.0]
+
+
+def test_mean_and_std_are_correctly_rounded_from_exact_sums():
+    from fractions import Fraction
+    values = [1e16, 1.0, -1e16, 3.0, 1e-300, 0.1]
+    stats = WordStats()
+    for v in values:
+        stats.add(v)
+    exact_mean = sum(map(Fraction, values)) / len(values)
+    assert stats.mean == float(exact_mean)  # naive summation would lose the 1.0 and 3.0
+    var = sum((Fraction(v) - exact_mean) ** 2 for v in values) / (len(values) - 1)
+    assert stats.std == pytest.approx(math.sqrt(float(var)), rel=1e-15)
+
+
+@pytest.mark.parametrize("cuts", [[4], [1, 8], [3, 6, 9, 12]])
+def test_merging_parts_in_order_equals_one_pass(importance, tiny_model, tiny_tokenizer, cuts):
+    explanations = explain_texts(tiny_model, tiny_tokenizer, CORPUS, labels=LABELS,
+                                 target="gold", texts_per_call=4)
+    bounds = [0, *cuts, len(CORPUS)]
+    merged = CorpusImportance(keep_negative=5, target="gold")
+    for lo, hi in zip(bounds, bounds[1:]):
+        part = CorpusImportance(keep_negative=5, target="gold")
+        for e in explanations[lo:hi]:
+            part.add(e)
+        merged.merge(part)
+    one = CorpusImportance(keep_negative=5, target="gold")
+    for e in explanations:
+        one.add(e)
+    pd.testing.assert_frame_equal(merged.table(), one.table(), check_exact=True)
+    pd.testing.assert_frame_equal(merged.negative_occurrences(), one.negative_occurrences(),
+                                  check_exact=True)
+    assert (merged.n_texts, merged.n_occurrences) == (one.n_texts, one.n_occurrences)
+    with pytest.raises(ValueError, match="different settings"):
+        merged.merge(CorpusImportance(lowercase=False))

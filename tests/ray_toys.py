@@ -1,0 +1,44 @@
+"""Model factories for the Ray tests: module-level functions, so Ray actors import them (the
+Ray fixture puts tests/ on the workers' PYTHONPATH) instead of pickling models."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import torch
+from conftest import build_tiny_model, build_tiny_tokenizer
+
+
+def tiny_factory(device=None):
+    """The tiny random BERT and tokenizer of conftest (seed 0)."""
+    return build_tiny_model().to(device or "cpu"), build_tiny_tokenizer()
+
+
+class SlowModel(torch.nn.Module):
+    """The tiny model, sleeping per forward, so a test can kill an actor mid-run; every
+    actor writes its pid into ``folder``."""
+
+    def __init__(self, model, seconds):
+        super().__init__()
+        self.inner, self.seconds = model, seconds
+        self.config = model.config
+
+    def forward(self, *args, **kwargs):
+        time.sleep(self.seconds)
+        return self.inner(*args, **kwargs)
+
+
+class SlowFactory:
+    def __init__(self, folder, seconds=0.05):
+        self.folder, self.seconds = str(folder), seconds
+
+    def __call__(self, device=None):
+        Path(self.folder, f"{os.getpid()}.pid").write_text(str(os.getpid()))
+        model, tokenizer = tiny_factory(device)
+        return SlowModel(model, self.seconds).eval(), tokenizer
+
+
+def broken_factory(device=None):
+    raise OSError("no weights at /nonexistent/model")

@@ -1,0 +1,138 @@
+"""corpus_run without Ray: every input kind gives the same tables and Parquet rows as the
+one-process functions, the command line, and `import captum_erasure` without Ray installed."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from ray_toys import broken_factory, tiny_factory
+
+from captum_erasure.explain.corpus import corpus_word_importance
+from captum_erasure.explain.texts import explain_texts
+from captum_erasure.scale.corpus_run import (
+    ModelLoadError,
+    corpus_tables,
+    explain_corpus,
+    main,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+WORDS = ("the a movie film was is good great bad boring not very plot acting fun dull and but "
+         "i liked it unbelievable").split()
+
+
+def random_corpus(n, seed=0):
+    rng = np.random.default_rng(seed)
+    texts = [" ".join(rng.choice(WORDS, rng.integers(2, 10))) for _ in range(n)]
+    return texts, [int(x) for x in rng.integers(0, 3, n)]
+
+
+TEXTS, LABELS = random_corpus(70)
+
+
+def write_corpus(folder, kind):
+    frame = pd.DataFrame({"review": TEXTS, "stars": LABELS, "other": range(len(TEXTS))})
+    path = Path(folder) / f"corpus.{kind}"
+    if kind == "csv":
+        frame.to_csv(path, index=False)
+    elif kind == "parquet":
+        frame.to_parquet(path, row_group_size=9)  # row groups not aligned with the groups
+    else:
+        path.write_text("".join(json.dumps(r) + "\n" for r in frame.to_dict("records")))
+    return path
+
+
+def assert_same_tables(a, b):
+    pd.testing.assert_frame_equal(a.table(), b.table(), check_exact=True)
+    pd.testing.assert_frame_equal(a.negative_occurrences(), b.negative_occurrences(),
+                                  check_exact=True)
+    assert (a.n_texts, a.n_occurrences) == (b.n_texts, b.n_occurrences)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model, tiny_tokenizer):
+    return corpus_word_importance(tiny_model, tiny_tokenizer, TEXTS, LABELS, texts_per_call=16,
+                                  keep_negative=10, show_progress=False)
+
+
+@pytest.mark.parametrize("kind", ["list", "csv", "parquet", "jsonl"])
+def test_tables_from_every_input_equal_corpus_word_importance(reference, tmp_path, kind):
+    if kind == "list":
+        source, labels, columns = TEXTS, LABELS, {}
+    else:
+        source, labels = write_corpus(tmp_path, kind), None
+        columns = dict(text_column="review", label_column="stars")
+    result = corpus_tables(source, labels=labels, model=tiny_factory, texts_per_call=16,
+                           keep_negative=10, show_progress=False, **columns)
+    assert result.target == "gold"
+    assert_same_tables(result, reference)
+
+
+def test_explain_corpus_writes_the_rows_of_explain_texts(tiny_model, tiny_tokenizer, tmp_path):
+    out = explain_corpus(TEXTS, tmp_path / "x" / "out.parquet", labels=LABELS,
+                         model=(tiny_model, tiny_tokenizer), texts_per_call=16,
+                         show_progress=False)
+    table = pq.read_table(out)
+    assert table.schema.metadata[b"score"] == b"eq1"
+    rows = table.to_pylist()
+    expected = explain_texts(tiny_model, tiny_tokenizer, TEXTS, labels=LABELS, target="gold",
+                             texts_per_call=16)
+    assert len(rows) == len(expected)
+    for row, e in zip(rows, expected):
+        assert (row["text"], row["words"], row["scores"], row["gold"], row["predicted"]) == \
+            (e.text, e.words, e.scores, e.gold, e.predicted)
+
+
+def test_model_errors_and_arguments():
+    with pytest.raises(ModelLoadError, match="broken_factory failed: OSError: no weights"):
+        corpus_tables(TEXTS, model=broken_factory, show_progress=False)
+    with pytest.raises(ValueError, match="backend"):
+        corpus_tables(TEXTS, model=tiny_factory, backend="spark")
+    with pytest.raises(ValueError, match="module:function"):
+        corpus_tables(TEXTS, model="nonsense")
+    with pytest.raises(ValueError, match="unknown corpus file type"):
+        corpus_tables("corpus.txt", model=tiny_factory)
+    with pytest.raises(ValueError, match="differ in length"):
+        corpus_tables(TEXTS, labels=LABELS[:-1], model=tiny_factory, show_progress=False)
+
+
+def test_command_line_on_a_csv(tmp_path, capsys):
+    path = write_corpus(tmp_path, "csv")
+    main([str(path), "--model", "ray_toys:tiny_factory", "--text-column", "review",
+          "--label-column", "stars", "--out", str(tmp_path / "tables"), "--min-count", "1"])
+    assert (tmp_path / "tables" / "word_importance.csv").is_file()
+    main([str(path), "--task", "explain", "--model", "ray_toys:tiny_factory", "--text-column",
+          "review", "--out", str(tmp_path / "rows")])
+    assert pq.read_table(tmp_path / "rows" / "explanations.parquet").num_rows == len(TEXTS)
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_package_imports_and_runs_locally_without_ray():
+    code = f"""
+import sys
+class NoRay:
+    def find_spec(self, name, path=None, target=None):
+        if name == "ray" or name.startswith("ray."):
+            raise ModuleNotFoundError("No module named 'ray' (blocked)")
+sys.meta_path.insert(0, NoRay())
+sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'tests')!r}]
+import captum_erasure
+from captum_erasure.scale.corpus_run import corpus_tables
+from ray_toys import tiny_factory
+print(corpus_tables(["the movie was good"], model=tiny_factory, show_progress=False).n_texts)
+try:
+    corpus_tables(["the movie"], model=tiny_factory, backend="ray")
+except ImportError as err:
+    print(err)
+assert not [m for m in sys.modules if m == "ray" or m.startswith("ray.")]
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={"HF_HUB_OFFLINE": "1", "PATH": "", "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["1", "backend='ray' needs Ray: pip install "
+                                        "'captum-erasure[ray]'"]
