@@ -172,7 +172,8 @@ class GreedyErasureFlipGenerator(ErasureGenerator):
     def run_method(self, model, tokenizer, texts, labels, config):
         from captum_erasure.attr.flip.greedy import greedy_flip
         target = class_index(config.get(TARGET_CLASS_KEY), labels, TARGET_CLASS_KEY)
-        max_erasures = config_integer(config, MAX_ERASURES_KEY, self.max_erasures, empty_is_none=True)
+        max_erasures = config_integer(config, MAX_ERASURES_KEY, self.max_erasures,
+                                      empty_is_none=True)
         results = greedy_flip(model, texts, tokenizer=tokenizer, target=target,
                               max_erasures=max_erasures,
                               show_progress=self.show_progress)
