@@ -47,7 +47,12 @@ from captum_erasure._core.engine import (
     Row,
     engine_for_call,
 )
-from captum_erasure._core.inputs import as_extra_args, check_positive_int, check_token_ids
+from captum_erasure._core.inputs import (
+    as_extra_args,
+    check_positive_int,
+    check_token_ids,
+    feature_mask_like,
+)
 from captum_erasure._core.masked_lm import (
     MLMTokens,
     PositionLogits,
@@ -313,13 +318,7 @@ class InputMarginalization(UsesEngine, PerturbationAttribution):
                       specials: Tensor) -> Tensor:
         if feature_mask is None:
             return token_feature_mask(ids, attention, specials)
-        if not isinstance(feature_mask, Tensor) or feature_mask.is_floating_point():
-            raise TypeError("feature_mask must be an integer tensor")
-        if feature_mask.dim() != 2 or feature_mask.shape[1] != ids.shape[1] or \
-                feature_mask.shape[0] not in (1, ids.shape[0]):
-            raise ValueError(f"feature_mask shape {tuple(feature_mask.shape)} does not match "
-                             f"inputs shape {tuple(ids.shape)}")
-        return feature_mask.cpu().long().expand(ids.shape).clone()
+        return feature_mask_like(feature_mask, ids)
 
     def _run_originals(self, engine: PerturbationEngine,
                        token_rows: TokenRows) -> tuple[Tensor, Tensor]:

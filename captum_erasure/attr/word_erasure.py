@@ -34,6 +34,7 @@ from captum_erasure._core.inputs import (
     baseline_token_ids,
     check_token_ids,
     delete_and_repack,
+    feature_mask_like,
     model_limits,
 )
 from captum_erasure._core.options import EngineOptions, UsesEngine
@@ -264,12 +265,15 @@ class WordErasure(UsesEngine, FeatureAblation):
         n_examples = inputs.shape[0]
         attention = self._attention_mask(inputs, extra, required=mode in ("delete", "attention"),
                                          mode=mode)
+        base = None
         if is_ids:  # the text entry points' checks, for token-id tensors
             check_token_ids(inputs, self.forward_func, attention)
             if mode == "replace":
-                baseline_token_ids(baselines, inputs, model_limits(self.forward_func)[1])
-        collate, forward = self._collate_and_forward(inputs, baselines, extra, mask, attention,
-                                                     mode)
+                base = baseline_token_ids(baselines, inputs.cpu(),
+                                          model_limits(self.forward_func)[1])
+        elif mode == "replace":
+            base = self._indicator_baselines(inputs.cpu(), baselines)
+        collate, forward = self._collate_and_forward(inputs, base, extra, mask, attention, mode)
         engine = engine_for_call(
             forward, self.forward_func, n_examples=n_examples,
             perturbations_per_eval=perturbations_per_eval, batch_size=self.batch_size,
@@ -322,14 +326,7 @@ class WordErasure(UsesEngine, FeatureAblation):
             if attention is not None and not inputs.is_floating_point():
                 mask[attention.cpu() == 0] = NOT_A_FEATURE
             return mask
-        if not isinstance(feature_mask, Tensor) or feature_mask.is_floating_point():
-            raise TypeError("feature_mask must be an integer tensor")
-        if feature_mask.dim() != 2 or feature_mask.shape[1] != inputs.shape[1] or \
-                feature_mask.shape[0] not in (1, inputs.shape[0]):
-            raise ValueError(
-                f"feature_mask shape {tuple(feature_mask.shape)} does not match inputs shape "
-                f"{tuple(inputs.shape)} (expected (batch or 1, {inputs.shape[1]}))")
-        return feature_mask.cpu().long().expand(inputs.shape)
+        return feature_mask_like(feature_mask, inputs)
 
     def _row_lengths(self, mask: Tensor, attention: Tensor | None) -> Tensor:
         """Attended tokens per example (the token budget's unit)."""
@@ -337,7 +334,10 @@ class WordErasure(UsesEngine, FeatureAblation):
             return attention.cpu().ne(0).sum(1)
         return torch.full((mask.shape[0],), mask.shape[1])
 
-    def _baseline_ids(self, inputs: Tensor, baselines: Any) -> Tensor:
+    @staticmethod
+    def _indicator_baselines(inputs: Tensor, baselines: Any) -> Tensor:
+        """Baselines of inputs that are not token ids (Captum's interpretable indicators inside
+        LLMAttribution, floats under a text score), in the inputs' dtype."""
         if baselines is None:
             baselines = 0
         if isinstance(baselines, tuple):
@@ -351,11 +351,12 @@ class WordErasure(UsesEngine, FeatureAblation):
         raise ValueError(f"baselines must be a scalar or shaped like the inputs "
                          f"{tuple(inputs.shape)}, got {tuple(base.shape)}")
 
-    def _collate_and_forward(self, inputs: Tensor, baselines: Any, extra: tuple, mask: Tensor,
-                             attention: Tensor | None, mode: str) -> tuple[Callable, Callable]:
+    def _collate_and_forward(self, inputs: Tensor, base: Tensor | None, extra: tuple,
+                             mask: Tensor, attention: Tensor | None,
+                             mode: str) -> tuple[Callable, Callable]:
+        """``base``: the replacement ids shaped like the inputs (replace mode only)."""
         inputs_cpu = inputs.cpu()
         forward_args = ForwardArgs(extra, inputs.shape)
-        base = self._baseline_ids(inputs_cpu, baselines) if mode == "replace" else None
         am_idx = self.attention_mask_index
         if attention is not None:
             columns = torch.arange(inputs.shape[1]).expand(inputs.shape)
