@@ -10,7 +10,7 @@ LayerFeatureAblation cannot handle.
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -123,3 +123,20 @@ def input_embeddings(forward_func: Callable) -> nn.Module | None:
     getter = getattr(owner, "get_input_embeddings", None)
     return getter() if callable(getter) else None
 
+
+# where the encoder layers of common HF models live, below ``model.base_model``
+_LAYER_PATHS = ("encoder.layer", "encoder.layers", "transformer.layer", "layers", "layer", "h",
+                "transformer.h")
+
+
+def encoder_layers(model: nn.Module) -> Sequence[nn.Module] | None:
+    """The stack of encoder/decoder layers of a Hugging Face-style model (BERT, RoBERTa,
+    DistilBERT, GPT-2, Llama, ...), or None when none of the usual places holds one."""
+    base = getattr(model, "base_model", model)
+    for path in _LAYER_PATHS:
+        found: Any = base
+        for name in path.split("."):
+            found = getattr(found, name, None)
+        if isinstance(found, nn.ModuleList) and len(found):
+            return found
+    return None

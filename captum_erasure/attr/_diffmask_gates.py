@@ -17,7 +17,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from captum_erasure._core.hooks import first_tensor, replace_first
+from captum_erasure._core.hooks import encoder_layers, first_tensor, replace_first
 
 TEMPERATURE = 0.2
 STRETCH = (-0.2, 1.0)
@@ -90,9 +90,7 @@ def model_hidden_modules(model: nn.Module) -> list[nn.Module] | None:
     i: encoder layer i), or None when the model has no such structure."""
     base = getattr(model, "base_model", model)
     embeddings = getattr(base, "embeddings", None)
-    stack = getattr(getattr(base, "encoder", None), "layer", None)
-    if stack is None:
-        stack = getattr(getattr(base, "transformer", None), "layer", None)  # DistilBERT
+    stack = encoder_layers(model)
     if not isinstance(embeddings, nn.Module) or stack is None:
         return None
     return [embeddings, *stack]

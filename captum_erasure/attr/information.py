@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,16 +30,13 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from captum_erasure._core.engine import EngineStats
-from captum_erasure._core.hooks import first_tensor, input_embeddings
+from captum_erasure._core.hooks import encoder_layers, first_tensor, input_embeddings
 from captum_erasure._core.inputs import as_extra_args, attribute_inputs
 from captum_erasure._core.options import EngineOptions, UsesEngine
 from captum_erasure._core.text import eval_mode
 
 POOLED = "pooled"
 _HALF_LOG_2PI_E = 0.5 * math.log(2 * math.pi * math.e)
-# where the encoder layers of common HF models live, below ``model.base_model``
-_LAYER_PATHS = ("encoder.layer", "encoder.layers", "transformer.layer", "layers", "layer", "h",
-                "transformer.h")
 
 
 @dataclass
@@ -63,17 +60,6 @@ class InformationResult:
 
 class _Reached(Exception):
     """Raised by the layer hook: the rest of the forward is not needed."""
-
-
-def _encoder_layers(model: nn.Module) -> Sequence[nn.Module] | None:
-    base = getattr(model, "base_model", model)
-    for path in _LAYER_PATHS:
-        found: Any = base
-        for name in path.split("."):
-            found = getattr(found, name, None)
-        if isinstance(found, nn.ModuleList) and len(found):
-            return found
-    return None
 
 
 class WordInformation(UsesEngine, PerturbationAttribution):
@@ -165,7 +151,7 @@ class WordInformation(UsesEngine, PerturbationAttribution):
                              "head; pass the module to explain as layer=")
         if isinstance(layer, bool) or not isinstance(layer, int):
             raise TypeError(f"layer must be an int, {POOLED!r} or an nn.Module, got {layer!r}")
-        layers = _encoder_layers(model)
+        layers = encoder_layers(model)
         if layers is None:
             raise ValueError(f"cannot find the encoder layers of {type(model).__name__}; pass "
                              "the module to explain as layer=")
