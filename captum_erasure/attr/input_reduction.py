@@ -266,10 +266,10 @@ class InputReduction(UsesEngine, PerturbationAttribution):
                 results.append(words)
         return results
 
-    def _pad_id(self, pad_token_id: int | None) -> int | None:
-        """The pad id of a tensor call: ``attribute``'s argument, else the constructor's, else
-        ``None`` (the evaluator takes the model's; see ``_core.forwards.pad_token_id_of``)."""
-        return self.pad_token_id if pad_token_id is None else pad_token_id
+    def _pad_id(self, pad_token_id: int | None, tokenizer: Any = None) -> int | None:
+        """The call's pad id, else the constructor's, else the model's or ``tokenizer``'s."""
+        explicit = self.pad_token_id if pad_token_id is None else pad_token_id
+        return pad_token_id_of(self.forward_func, tokenizer, explicit)
 
     def _budget(self, max_evaluations: int | None) -> int:
         return check_positive_int("max_evaluations", self.max_evaluations
@@ -299,8 +299,7 @@ class InputReduction(UsesEngine, PerturbationAttribution):
                                truncate=truncate)
         with eval_mode(model):
             evaluator = self._evaluator(encoded.input_ids, encoded.attention_mask,
-                                        encoded.feature_mask,
-                                        pad_token_id_of(model, tokenizer, self.pad_token_id),
+                                        encoded.feature_mask, self._pad_id(None, tokenizer),
                                         show_progress)
             best, original, labels, stopped = self._run(evaluator, None, beam_size,
                                                         importance, min_confidence, budget, 1)

@@ -164,10 +164,10 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
             itertools.chain(self.policy.parameters(), self.baseline.parameters()),
             lr=self.learning_rate)
 
-    def _pad_id(self, pad_token_id: int | None) -> int | None:
-        """The pad id of a tensor call: ``attribute``'s argument, else the constructor's, else
-        ``None`` (the evaluator takes the model's; see ``_core.forwards.pad_token_id_of``)."""
-        return self.pad_token_id if pad_token_id is None else pad_token_id
+    def _pad_id(self, pad_token_id: int | None, tokenizer: Any = None) -> int | None:
+        """The call's pad id, else the constructor's, else the model's or ``tokenizer``'s."""
+        explicit = self.pad_token_id if pad_token_id is None else pad_token_id
+        return pad_token_id_of(self.forward_func, tokenizer, explicit)
 
     def _evaluator(self, ids: Tensor, attention: Tensor, mask: Tensor, pad_token_id: int | None,
                    show_progress: bool) -> SetEvaluator:
@@ -230,8 +230,7 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
                                            max_length=max_length, truncate=truncate)
                     batch = self._batch(encoded.input_ids, encoded.attention_mask,
                                         encoded.feature_mask, encoded.words, target,
-                                        pad_token_id_of(self.forward_func, tokenizer,
-                                                        self.pad_token_id), False)
+                                        self._pad_id(None, tokenizer), False)
                     rows.append(dict(epoch=epoch, **self._train_step(batch, generator)))
                     steps.update(1)
                     steps.set_postfix(reward=f"{rows[-1]['mean_reward']:.3f}",
@@ -414,8 +413,7 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
         with eval_mode(model):
             batch = self._batch(encoded.input_ids, encoded.attention_mask,
                                 encoded.feature_mask, encoded.words, target,
-                                pad_token_id_of(model, tokenizer, self.pad_token_id),
-                                show_progress)
+                                self._pad_id(None, tokenizer), show_progress)
             found, _, messages = self._search(batch, max_evaluations, show_progress)
             results = verified_results(model, tokenizer, encoded, batch.evaluator, found,
                                        batch.original, batch.targets,
