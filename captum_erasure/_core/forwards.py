@@ -16,6 +16,8 @@ from typing import Any, Callable
 
 from torch import Tensor, nn
 
+from captum_erasure._core.inputs import check_positive_int
+
 KEYWORD_NAMES = ("input_ids", "attention_mask")
 
 
@@ -93,9 +95,10 @@ def keyword_signature(forward_func: Callable) -> inspect.Signature | None:
                           getattr(forward_func, "__name__", None) != "forward"):
         return None
     signature = _signature(module.forward)
-    if signature is None or not all(n in signature.parameters for n in KEYWORD_NAMES):
-        return None
-    return signature
+    named = {} if signature is None else {
+        name for name, p in signature.parameters.items()
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return signature if all(name in named for name in KEYWORD_NAMES) else None
 
 
 def model_caller(forward_func: Callable) -> Callable:
@@ -116,10 +119,7 @@ def pad_token_id_of(model_or_forward: Any, tokenizer: Any = None,
     ``config.pad_token_id`` (what a decoder classifier such as GPT-2 looks for to find its
     last real token), else the tokenizer's; ``None`` when none of them states one."""
     if pad_token_id is not None:
-        if isinstance(pad_token_id, bool) or not isinstance(pad_token_id, int) or \
-                pad_token_id < 0:
-            raise ValueError(f"pad_token_id must be a token id (int >= 0), got {pad_token_id!r}")
-        return pad_token_id
+        return check_positive_int("pad_token_id", pad_token_id, minimum=0)
     config = getattr(module_behind(model_or_forward), "config", None)
     for candidate in (getattr(config, "pad_token_id", None),
                       getattr(tokenizer, "pad_token_id", None)):

@@ -9,6 +9,8 @@ default) would move a decoder's classification token and fail these tests.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import transformers as hf
@@ -21,7 +23,8 @@ from captum_erasure.attr.input_reduction import InputReduction
 from captum_erasure.attr.marginalization import InputMarginalization
 from captum_erasure.attr.word_erasure import WordErasure
 from captum_erasure.explain.texts import explain_texts
-from captum_erasure.metrics.faithfulness import removal_curves
+from captum_erasure.metrics.diagnostics import model_activations
+from captum_erasure.metrics.faithfulness import comprehensiveness, removal_curves, sufficiency
 from lit_plugin.model import HFSequenceClassifier
 
 TEXTS = ["the movie was not very good", "i liked it",
@@ -287,6 +290,42 @@ def test_removal_curves_equal_deletion_by_hand(name, models, tokenizer):
         torch.testing.assert_close(curves.probabilities[b],
                                    torch.tensor(expected, dtype=torch.float64),
                                    rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_comprehensiveness_and_sufficiency_by_hand(name, models, tokenizer):
+    model = models[name]
+    enc = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    attributions = torch.rand(enc["input_ids"].shape, generator=torch.Generator().manual_seed(0))
+    args = dict(tokenizer=tokenizer, additional_forward_args=(enc["attention_mask"],), target=0)
+    got = [comprehensiveness(model, enc["input_ids"], attributions, **args),
+           sufficiency(model, enc["input_ids"], attributions, **args)]
+    special = set(tokenizer.all_special_ids)
+    for b in range(len(TEXTS)):
+        ids, _ = attended(enc, b)
+        words = [p for p, t in enumerate(ids) if t not in special]
+        top = set(sorted(words, key=lambda p: -float(attributions[b, p]))[
+            :math.ceil(0.2 * len(words))])                        # the top 20% of the tokens
+        full = float(hand_log_probs(model, ids)[0].exp())
+        without = [t for p, t in enumerate(ids) if p not in top]
+        only = [t for p, t in enumerate(ids) if p in top or t in special]
+        assert float(got[0][b]) == pytest.approx(
+            full - float(hand_log_probs(model, without)[0].exp()), abs=1e-5)
+        assert float(got[1][b]) == pytest.approx(
+            full - float(hand_log_probs(model, only)[0].exp()), abs=1e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_model_activations_are_the_pooled_hidden_states(name, models, tokenizer):
+    model = models[name]
+    enc = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    got = model_activations(model, enc["input_ids"], enc["attention_mask"])
+    for b in range(len(TEXTS)):
+        ids, _ = attended(enc, b)
+        with torch.no_grad():
+            states = model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states
+        expected = torch.cat([h[0].float().mean(0) for h in states])
+        torch.testing.assert_close(got[b], expected, rtol=1e-4, atol=1e-5)
 
 
 # -- the LIT model ----------------------------------------------------------------------------

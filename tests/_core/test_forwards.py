@@ -113,7 +113,8 @@ def test_pad_id_explicit_then_config_then_tokenizer():
     assert pad_token_id_of(DecoderLike(None)) is None
     assert pad_token_id_of(lambda ids: ids) is None
     assert pad_token_id_of(DecoderLike(None), tokenizer, 0) == 0           # 0 is an id
-    with pytest.raises(ValueError, match="pad_token_id must be a token id"):
+    assert pad_token_id_of(DecoderLike(), None, torch.tensor(2)) == 2      # as Captum's ids
+    with pytest.raises(ValueError, match=r"pad_token_id must be an integer >= 0, got -1"):
         pad_token_id_of(DecoderLike(), None, -1)
 
 
