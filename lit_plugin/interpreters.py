@@ -25,6 +25,7 @@ from lit_nlp.api import types as lit_types
 from lit_nlp.lib import utils as lit_utils
 from torch import nn
 
+from captum_erasure._core.forwards import pad_token_id_of
 from captum_erasure._core.inputs import check_positive_int
 from captum_erasure._core.scores import SCORES
 from captum_erasure._core.text import (
@@ -343,7 +344,7 @@ class MinimalFlipSetInterpreter(WordSalienceInterpreter):
         attributions = MinimalErasure(model, seed=self.seed).attribute(
             encoding["input_ids"], target=targets if any(t is not None for t in targets)
             else None, additional_forward_args=(encoding["attention_mask"],),
-            feature_mask=mask, pad_token_id=tokenizer.pad_token_id,
+            feature_mask=mask, pad_token_id=pad_token_id_of(model, tokenizer),
             show_progress=self.show_progress)
         return word_scores(encoding, mask, attributions, texts)
 
@@ -370,7 +371,7 @@ class InputReductionOrderInterpreter(WordSalienceInterpreter):
                              "the predicted class as the class to explain")
         attributions = InputReduction(model, beam_size=self.beam_size).attribute(
             encoding["input_ids"], additional_forward_args=(encoding["attention_mask"],),
-            feature_mask=mask, pad_token_id=tokenizer.pad_token_id,
+            feature_mask=mask, pad_token_id=pad_token_id_of(model, tokenizer),
             show_progress=self.show_progress)
         return word_scores(encoding, mask, attributions, texts)
 
