@@ -66,7 +66,7 @@ def test_the_extractor_finds_blocks_and_their_marks():
             "```python no-run\n# not run: needs a GPU\nb = 2\n```\n```py\nc\n```\n")
     blocks = python_snippets(text, "t.md")
     assert [(b.line, b.code, b.run) for b in blocks] == [
-        (2, "a = 1\n", True), (10, "# not run: needs a GPU\nb = 2\n", False)]
+        (2, "a = 1\n", True), (9, "# not run: needs a GPU\nb = 2\n", False)]
 
 
 def test_the_docs_have_runnable_snippets_and_the_readme_a_quickstart():
