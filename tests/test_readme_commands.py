@@ -1,7 +1,8 @@
 """The command lines of README.md and docs/*.md: the README's two commands stay exactly the
 lines CI runs, every ``python -m <module>`` and ``python examples/<script>.py`` they name
-exists and defines the flags written after it, and the README's commands answer ``--help``. (The commands themselves are
-not run here: they take minutes to hours.)"""
+exists and defines the flags written after it, the README's commands answer ``--help``, and
+every relative link resolves. (The commands themselves are not run here: they take minutes to
+hours.)"""
 
 from __future__ import annotations
 
