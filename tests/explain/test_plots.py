@@ -144,7 +144,7 @@ def span_colours(page):
 def test_html_shares_one_scale_and_says_so():
     texts = [explanation(["not", "bad"], [17.6, 0.0]), explanation(["heartfelt"], [0.116])]
     shared = explanations_to_html(texts)
-    not_, zero, heartfelt = span_colours(shared)
+    not_, _zero, heartfelt = span_colours(shared)
     assert not_ == "#67001f" and heartfelt != not_
     assert "one scale for all texts: darkest = |value| &gt;= 17.6" in shared
     assert "<span>-17.6</span>" in shared and "<span>+17.6</span>" in shared
