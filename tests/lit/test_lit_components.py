@@ -87,11 +87,12 @@ def test_get_info_lists_ours_beside_lits_own(client):
     for name in GENERATORS + ["Ablation Flip", "Hotflip", "Word Replacer"]:
         assert name in info["generators"]
     # every config field is optional, and the Salience module sees a TokenSalience, signed
+    # except the reduction order (values in (0, 1], drawn on LIT's unsigned map)
     for name in OURS:
         spec = info["interpreters"][name]
         assert all(not field["required"] for field in spec["configSpec"].values())
         assert spec["metaSpec"]["saliency"]["__name__"] == "TokenSalience"
-        assert spec["metaSpec"]["saliency"]["signed"] is True
+        assert spec["metaSpec"]["saliency"]["signed"] is (name != REDUCTION_ORDER_NAME)
     for name in GENERATORS:
         assert all(not f["required"] for f in info["generators"][name]["configSpec"].values())
 
