@@ -9,9 +9,11 @@ is O(vocabulary + keep_negative) whatever the corpus size.
 The mean is the paper's statistic but Eq. 1 is unbounded above: one occurrence in a text the
 model is sure about can score 60 and carry a word type's mean. Tables therefore also give a
 robust statistic and rank by it unless asked otherwise (``rank_by``): ``shrunk``, the mean of
-the scores on a symlog scale (``sign(s) ln(1 + |s|)``, :func:`.scales.symlog`) pulled towards the corpus-wide symlog mean by ``prior_count`` pseudo-occurrences, then mapped
-back to score units. A word seen once cannot top the table, and one huge occurrence counts
-like a large one, not like sixty typical ones.
+the scores on a symlog scale (``sign(s) ln(1 + |s|)``, :func:`.scales.symlog`) pulled towards
+the corpus-wide symlog mean by ``prior_count`` pseudo-occurrences, then mapped back to score
+units. One huge occurrence then counts like a large one, not like sixty typical ones, and a
+word seen once is pulled most of the way to the corpus mean. Sums of symlog scores are kept
+exactly like the other sums, so memory stays flat and merges stay exact.
 
 The per-type sums are exact (integers in units of float64's smallest step), so partial results
 of parts of a corpus merge (:meth:`CorpusImportance.merge`) into exactly the statistics one pass
