@@ -30,6 +30,7 @@ from captum_erasure.models.default import default_model_info, load_default_model
 from captum_erasure.scale.corpus_run import corpus_tables
 
 PAPER_SENTENCE = "Effective but too-tepid biopic"  # Li et al. Figure 5
+HEATMAP_WRAP = 14  # words per heatmap row: long snippets continue on the next row
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -73,11 +74,11 @@ def main(argv: list[str] | None = None) -> None:
           "word lowers the model's confidence)\n")
     shown = dict(values=args.values, per_text=args.per_text)
     print(format_table(explanations, **shown))
-    plot_word_heatmap(explanations, args.out / "heatmap.png", **shown,
+    plot_word_heatmap(explanations, args.out / "heatmap.png", **shown, wrap=HEATMAP_WRAP,
                       title="Word erasure (Eq. 1), held-out snippets")
     if args.values != "prob_drop":  # the bounded view beside it
         plot_word_heatmap(explanations, args.out / "heatmap_prob_drop.png", values="prob_drop",
-                          per_text=args.per_text,
+                          per_text=args.per_text, wrap=HEATMAP_WRAP,
                           title="Word erasure: drop of P(predicted class), held-out snippets")
     save_html(explanations, args.out / "explanations.html", **shown)
     explanations_to_frame(explanations).to_csv(args.out / "explanations.csv", index=False)

@@ -74,7 +74,8 @@ def _colorbar(figure: Figure, image, ax, scale: ColourScale, fraction: float) ->
         raw = [t for t in SYMLOG_TICKS if abs(float(symlog(t))) <= scale.limit * 1.0001]
         bar.set_ticks([float(symlog(t)) for t in raw], labels=[f"{t:g}" for t in raw])
     else:
-        name = scale.values if scale.values != "score" else f"{scale.score_name} score"
+        name = {"log_prob_drop": "drop of log P(target), nats",
+                "prob_drop": "drop of P(target)"}.get(scale.values, f"{scale.score_name} score")
         name += "\n(one scale for all texts)"
     bar.set_label(f"{name}\n{COLORBAR_LABEL}", fontsize=7)
     bar.ax.tick_params(labelsize=7)
@@ -82,44 +83,59 @@ def _colorbar(figure: Figure, image, ax, scale: ColourScale, fraction: float) ->
 
 def plot_word_heatmap(explanations: Sequence[TextExplanation], path: str | Path | None = None,
                       *, values: str = "score", per_text: bool = False,
-                      max_words: int | None = None, title: str | None = None) -> Figure:
+                      max_words: int | None = None, wrap: int | None = None,
+                      title: str | None = None) -> Figure:
     """One row per text, one cell per word (the word is written in the cell), coloured by its
     value on one colour scale shared by all rows (``per_text=True``: each row scaled by its
     own largest value, which the row label gives). ``values``: ``"score"`` (the raw score),
     ``"symlog"``, ``"log_prob_drop"`` or ``"prob_drop"`` (:mod:`.scales`). Rows are labelled
     with the predicted label and probability and the gold label when the texts have one; a
     caption says what the values are. Saved as PNG when ``path`` is given; ``max_words`` keeps
-    the first words of long texts."""
+    the first words of long texts, ``wrap`` continues a text on the next row after that many
+    words (texts are then separated by lines)."""
     if not explanations:
         raise ValueError("no explanations to plot")
+    if wrap is not None and wrap < 1:
+        raise ValueError(f"wrap must be >= 1, got {wrap}")
     scale = colour_scale(explanations, values, per_text)
-    rows = scale.colour if per_text else scale.shown
-    words = [list(e.words) for e in explanations]
-    if max_words is not None:
-        rows, words = [r[:max_words] for r in rows], [w[:max_words] for w in words]
-    n_cols = max(1, max(len(w) for w in words))
-    grid = np.full((len(rows), n_cols), np.nan)
-    for i, r in enumerate(rows):
-        grid[i, :len(r)] = r
+    colours = scale.colour if per_text else scale.shown
+    words = [list(e.words)[:max_words] for e in explanations]
+    labels = [row_label(e, scale.limits[i] if per_text else None)
+              for i, e in enumerate(explanations)]
+    # (text, first word) per drawn row: a text longer than ``wrap`` takes several rows
+    segments = [(i, start) for i, ws in enumerate(words)
+                for start in range(0, max(len(ws), 1), wrap or max(len(ws), 1))]
+    n_cols = max(1, max(len(words[i][start:start + (wrap or len(words[i]))])
+                        for i, start in segments))
+    grid = np.full((len(segments), n_cols), np.nan)
+    cells = []
+    for row, (i, start) in enumerate(segments):
+        chunk = words[i][start:start + n_cols]
+        grid[row, :len(chunk)] = colours[i][start:start + len(chunk)]
+        cells.append(chunk)
     limit = 1.0 if per_text else scale.limit
 
     longest = max((len(w) for ws in words for w in ws), default=1)
-    width = min(3.5 + n_cols * (0.3 + 0.06 * min(longest, 15)), 40)
+    width = min(3.5 + n_cols * (0.25 + 0.055 * min(longest, 15)), 40)
     caption = [textwrap.fill(line, int(width * 16)) for line in (scale.meaning(), scale.legend())]
-    figure = _new_figure(width, 1.3 + 0.45 * len(rows) + 0.13 * sum(c.count("\n") + 1
-                                                                  for c in caption))
+    figure = _new_figure(width, 1.3 + 0.45 * len(segments) + 0.13 * sum(c.count("\n") + 1
+                                                                      for c in caption))
     ax = figure.add_subplot()
     image = ax.imshow(np.ma.masked_invalid(grid), cmap=CMAP, vmin=-limit, vmax=limit,
                       aspect="auto")
-    for i, ws in enumerate(words):
-        for j, word in enumerate(ws):
+    for row, chunk in enumerate(cells):
+        for j, word in enumerate(chunk):
             # parse_math=False: a word like "$5" must not be read as mathtext.
-            ax.text(j, i, word, ha="center", va="center", fontsize=8, parse_math=False,
-                    color=_text_color(grid[i, j], limit))
+            ax.text(j, row, word, ha="center", va="center", fontsize=8, parse_math=False,
+                    color=_text_color(grid[row, j], limit))
+    for row in range(1, len(segments)):
+        if wrap is not None and segments[row][1] == 0:  # a new text starts
+            ax.axhline(row - 0.5, color="black", linewidth=0.8)
     ax.set_xticks([])
-    ax.set_yticks(range(len(rows)),
-                  [row_label(e, scale.limits[i] if per_text else None)
-                   for i, e in enumerate(explanations)], fontsize=8, parse_math=False)
+    ax.tick_params(axis="y", length=0)
+    ax.set_yticks(range(len(segments)), [labels[i] if start == 0 else ""
+                                         for i, start in segments], fontsize=8,
+                  parse_math=False)
     if title:
         ax.set_title(title, parse_math=False)
     _colorbar(figure, image, ax, scale, 0.02 if n_cols > 8 else 0.1)

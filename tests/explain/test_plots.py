@@ -10,6 +10,7 @@ from captum_erasure.explain.plots import (
     explanations_to_html,
     plot_word_columns,
     plot_word_heatmap,
+    plot_word_ranking,
     save_html,
 )
 from captum_erasure.explain.texts import TextExplanation, explain_texts
@@ -154,3 +155,39 @@ def test_html_shares_one_scale_and_says_so():
     bounded = explanations_to_html(texts, values="prob_drop")
     assert "P(target) - P(target | word erased)" in bounded
     assert 'title="prob_drop 0.7591 (eq1 17.6)"' in bounded
+
+
+def test_word_ranking_figure_shows_the_ranking_and_the_mean(tmp_path):
+    import pandas as pd
+    table = pd.DataFrame({"word": ["dull", "enjoyable"], "shrunk": [3.06, 2.96],
+                          "mean": [8.09, 15.3], "count": [10, 8]})
+    path = tmp_path / "top.png"
+    figure = plot_word_ranking(table, path, note="Ranked by shrunk (...)")
+    assert_png(path)
+    ax = figure.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["dull (10)", "enjoyable (8)"]
+    assert [p.get_width() for p in ax.patches] == [3.06, 2.96]
+    np.testing.assert_array_equal(ax.lines[0].get_xdata(), [8.09, 15.3])
+    assert ax.get_xscale() == "symlog"
+    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["mean",
+                                                                       "shrunk (ranked by)"]
+    assert figure.get_supxlabel() == "Ranked by shrunk (...)"
+    with pytest.raises(ValueError, match="empty"):
+        plot_word_ranking(table.iloc[:0])
+
+
+def test_heatmap_wraps_long_texts_onto_continuation_rows():
+    long = explanation([f"w{i}" for i in range(7)], [float(i) for i in range(7)])
+    short = explanation(["a"], [-3.0])
+    figure = plot_word_heatmap([long, short], wrap=3)
+    ax = figure.axes[0]
+    grid = ax.images[0].get_array()
+    assert grid.shape == (4, 3)  # 7 words -> rows of 3, 3, 1; then the short text
+    np.testing.assert_array_equal(grid[:3].filled(np.nan).ravel()[:7], range(7))
+    assert grid[3, 0] == -3.0 and grid.mask[3, 1:].all()
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["pred pos (0.90)", "", "",
+                                                           "pred pos (0.90)"]
+    assert [t.get_text() for t in ax.texts] == [f"w{i}" for i in range(7)] + ["a"]
+    assert [line.get_ydata()[0] for line in ax.lines] == [2.5]  # a line between the texts
+    with pytest.raises(ValueError, match="wrap must be >= 1"):
+        plot_word_heatmap([long], wrap=0)
