@@ -206,9 +206,12 @@ def plot_word_ranking(table, path: str | Path | None = None, *, rank_by: str = "
                   fontsize=8, parse_math=False)
     ax.invert_yaxis()
     ax.set_xscale("symlog", linthresh=1.0)
+    shown = np.concatenate([table[rank_by].to_numpy(float), table[other].to_numpy(float)])
+    shown = shown[np.isfinite(shown)]
+    ax.set_xlim(min(0.0, 2.0 * shown.min()), max(0.0, 2.0 * shown.max()) or 1.0)
     ax.axvline(0.0, color="black", linewidth=0.5)
-    ax.set_xlabel("score (symlog axis: linear in [-1, 1], logarithmic beyond); "
-                  "word (occurrences)", fontsize=7)
+    ax.set_xlabel("score (symlog axis: linear in [-1, 1], logarithmic beyond)", fontsize=7)
+    ax.set_ylabel("word (occurrences)", fontsize=7)
     ax.tick_params(axis="x", labelsize=7)
     ax.legend(fontsize=7, loc="lower right")
     if title:
