@@ -113,8 +113,10 @@ def main(argv: list[str] | None = None) -> None:
     print("\nMost negative occurrences (the model does better without the word):\n" +
           occurrences[["word", "score", "gold_label", "predicted_label", "sentence"]]
           .to_string(index=False, max_colwidth=70))
-    print(f"\nWrote {args.out}/: heatmap.png, heatmap_prob_drop.png, explanations.html, "
-          f"explanations.csv, top_words.png, top_positive_words.csv, top_negative_words.csv, "
+    figures = "heatmap.png, " + ("heatmap_prob_drop.png, " if args.values != "prob_drop" else "")
+    figures += "top_words.png, " if len(top) else ""
+    print(f"\nWrote {args.out}/: {figures}explanations.html, "
+          f"explanations.csv, top_positive_words.csv, top_negative_words.csv, "
           f"{', '.join(sorted(p.name for p in written.values()))}")
 
 
