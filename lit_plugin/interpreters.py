@@ -351,9 +351,11 @@ class MinimalFlipSetInterpreter(WordSalienceInterpreter):
 
 class InputReductionOrderInterpreter(WordSalienceInterpreter):
     """Input reduction order (Feng et al., EMNLP 2018) as a salience map: words are removed,
-    least important first (gradient x input), while the model's label stays; a word's score is
-    the step at which it was removed (1 = first), and words that survive the reduction get the
-    highest score. Explains the predicted class only."""
+    least important first (gradient x input), while the model's label stays. With m words
+    removed, the word removed at step k scores k / (m + 1) and the words that survive the
+    reduction score 1: unsigned values spread over (0, 1], the range LIT's salience colour map
+    clamps to (raw step numbers 1, 2, ... would all be drawn at full colour). Explains the
+    predicted class only."""
 
     name = "Input reduction order"
 
@@ -373,7 +375,12 @@ class InputReductionOrderInterpreter(WordSalienceInterpreter):
             encoding["input_ids"], additional_forward_args=(encoding["attention_mask"],),
             feature_mask=mask, pad_token_id=pad_token_id_of(model, tokenizer),
             show_progress=self.show_progress)
-        return word_scores(encoding, mask, attributions, texts)
+        # InputReduction gives step k (1 = first removed) and m + 1 to the survivors
+        return [(words, [step / max(steps) for step in steps])
+                for words, steps in word_scores(encoding, mask, attributions, texts)]
+
+    def meta_spec(self) -> lit_types.Spec:
+        return {"saliency": lit_types.TokenSalience(autorun=self.autorun, signed=False)}
 
 
 # -- the dict to merge into a server ------------------------------------------------------------
