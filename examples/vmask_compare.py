@@ -167,7 +167,7 @@ def top_keep_words(model, tokenizer, texts, labels, n: int = 15) -> list[tuple]:
     words, keeps = [], []
     for start in range(0, len(examples), 64):
         chunk = examples[start:start + 64]
-        ids, attention, mask = pad_batch(chunk, tokenizer.pad_token_id or 0)
+        ids, attention, _ = pad_batch(chunk, tokenizer.pad_token_id or 0)
         keep = keep_probabilities(model, ids, attention)
         for row, e in enumerate(chunk):
             words.append(e.words)
@@ -235,7 +235,7 @@ def main() -> None:
     plt.savefig(out / f"aopc{tag}.png", dpi=120)
     plt.close()
     if hist:
-        fig, axes = plt.subplots(1, len(hist), figsize=(4 * len(hist), 3), squeeze=False)
+        _, axes = plt.subplots(1, len(hist), figsize=(4 * len(hist), 3), squeeze=False)
         for ax, (name, flat) in zip(axes[0], hist.items()):
             ax.hist(flat, bins=40, range=(0, 1))
             ax.set_xlabel("keep probability per word (test split)")

@@ -203,6 +203,7 @@ def build_parser(prog: str = "python -m lit_plugin.server") -> argparse.Argument
 def load_models(args: argparse.Namespace) -> tuple[HFSequenceClassifier, Any]:
     """The LIT model and the MLM source (a model, a background loader, or None)."""
     from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
+
     from captum_erasure.models.vmask import is_vmask_folder, load_vmask_classifier
     if args.model and args.vmask:
         raise SystemExit("--vmask serves the cached VMASK MiniLM; to serve your own VMASK "

@@ -52,16 +52,25 @@ DEFAULT_SETTINGS: dict[str, Any] = {
 }
 
 
-def vmask_settings(**overrides: Any) -> dict[str, Any]:
+MASK_ONLY = ("mask_lr", "beta", "prior", "hidden_size")  # settings the base model ignores
+
+
+def vmask_settings(vmask: bool = True, **overrides: Any) -> dict[str, Any]:
+    """The defaults with ``overrides``; without the mask-only settings for the base model."""
     unknown = sorted(set(overrides) - set(DEFAULT_SETTINGS))
     if unknown:
         raise TypeError(f"unknown VMASK settings {unknown}; known: {sorted(DEFAULT_SETTINGS)}")
-    return {**DEFAULT_SETTINGS, **overrides}
+    settings = {**DEFAULT_SETTINGS, **overrides}
+    return settings if vmask else {k: v for k, v in settings.items() if k not in MASK_ONLY}
 
 
-def vmask_model_dir(vmask: bool = True) -> Path:
-    """``cache_dir()/models/minilm-l6-rt-vmask-v1`` (or the matched base model's folder)."""
-    return cache_dir() / "models" / (VMASK_DIRNAME if vmask else BASE_DIRNAME)
+def vmask_model_dir(vmask: bool = True, **overrides: Any) -> Path:
+    """``cache_dir()/models/minilm-l6-rt-vmask-v1`` (or the matched base model's folder); a
+    build with other settings than the defaults gets its own folder, named by them."""
+    settings = vmask_settings(vmask, **overrides)
+    changed = "".join(f"-{k.replace('_', '')}{v}" for k, v in settings.items()
+                      if v != DEFAULT_SETTINGS[k])
+    return cache_dir() / "models" / f"{VMASK_DIRNAME if vmask else BASE_DIRNAME}{changed}"
 
 
 def build_minilm(vmask: bool, show_progress: bool = True, **overrides: Any,
@@ -70,7 +79,8 @@ def build_minilm(vmask: bool, show_progress: bool = True, **overrides: Any,
 
     Returns ``(model, tokenizer, info)``; ``info`` (also ``info.json``) holds the settings, the
     dev and test accuracy, the last steps' losses and the seconds taken."""
-    settings = vmask_settings(**overrides)
+    settings = vmask_settings(vmask, **overrides)
+    full = {**DEFAULT_SETTINGS, **settings}
     started = time.perf_counter()
     base = base_model_path()
     torch.manual_seed(settings["seed"])  # the classifier head (and the mask) start random
@@ -79,7 +89,7 @@ def build_minilm(vmask: bool, show_progress: bool = True, **overrides: Any,
         base, num_labels=2, id2label=ID2LABEL, label2id=LABEL2ID)
     model.get_input_embeddings().weight.requires_grad_(False)
     if vmask:
-        attach_vmask(model, hidden_size=settings["hidden_size"], prior=settings["prior"])
+        attach_vmask(model, hidden_size=full["hidden_size"], prior=full["prior"])
     train = load_rotten_tomatoes("train")
     if settings["n_train"] is not None and settings["n_train"] < len(train):
         train = train.sample(n=settings["n_train"], random_state=settings["seed"])
@@ -88,7 +98,7 @@ def build_minilm(vmask: bool, show_progress: bool = True, **overrides: Any,
     log = train_jointly(model, encoded["input_ids"], encoded["attention_mask"],
                         torch.tensor(train["label"].to_numpy()), epochs=settings["epochs"],
                         batch_size=settings["batch_size"], lr=settings["lr"],
-                        mask_lr=settings["mask_lr"], beta=settings["beta"],
+                        mask_lr=full["mask_lr"], beta=full["beta"],
                         seed=settings["seed"], show_progress=show_progress)
     accuracy = {}
     for split in ("dev", "test"):
@@ -113,7 +123,7 @@ def build_minilm(vmask: bool, show_progress: bool = True, **overrides: Any,
         "torch_threads": torch.get_num_threads(),
         "versions": package_versions(),
     }
-    target = vmask_model_dir(vmask)
+    target = vmask_model_dir(vmask, **settings)
     if vmask:
         target.parent.mkdir(parents=True, exist_ok=True)
         building = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-build-"))
@@ -133,11 +143,12 @@ def load_minilm(vmask: bool = True, *, rebuild: bool = False, show_progress: boo
                 **overrides: Any) -> tuple[torch.nn.Module, Any, dict[str, Any]]:
     """The cached VMASK MiniLM (or its matched base model), its tokenizer and ``info``; built
     on first use, with ``rebuild``, or when the cached settings differ from the requested."""
-    settings = vmask_settings(**overrides)
-    folder = vmask_model_dir(vmask)
+    settings = vmask_settings(vmask, **overrides)
+    folder = vmask_model_dir(vmask, **settings)
     info_path = folder / "info.json"
     info = json.loads(info_path.read_text()) if info_path.is_file() else None
-    if rebuild or info is None or info.get("settings") != settings:
+    cached = info and {k: v for k, v in info.get("settings", {}).items() if k in settings}
+    if rebuild or cached != settings:
         print(f"captum-erasure: training the {'VMASK' if vmask else 'matched base'} MiniLM once "
               f"into {folder} ({settings['n_train']} snippets, {settings['epochs']} epochs; "
               "minutes on 2 CPU cores).", file=sys.stderr, flush=True)

@@ -207,3 +207,25 @@ def test_mean_keep_by_word_counts_and_orders():
     rows = mean_keep_by_word([["Good", "film"], ["good", "plot"], ["film"]],
                              [[0.9, 0.2], [0.7, 0.5], [0.4]], min_count=2)
     assert rows == [("good", pytest.approx(0.8), 2), ("film", pytest.approx(0.3), 2)]
+
+
+def test_minilm_builds_are_cached_per_settings():
+    from captum_erasure.models.vmask_minilm import vmask_model_dir, vmask_settings
+    assert vmask_model_dir(True).name == "minilm-l6-rt-vmask-v1"
+    assert vmask_model_dir(True, beta=0.1).name == "minilm-l6-rt-vmask-v1-beta0.1"
+    assert vmask_model_dir(False, beta=0.1) == vmask_model_dir(False)  # no mask, same base
+    assert vmask_model_dir(False, epochs=3).name == "minilm-l6-rt-frozen-emb-base-v1-epochs3"
+    assert "beta" not in vmask_settings(False)
+    with pytest.raises(TypeError, match="unknown VMASK settings"):
+        vmask_settings(bta=1.0)
+
+
+@pytest.mark.slow
+def test_the_cached_vmask_minilm_loads_with_its_mask():
+    from captum_erasure.models.vmask_minilm import load_minilm
+    model, tokenizer, info = load_minilm(True, show_progress=False)
+    assert isinstance(word_mask_of(model), MaskedEmbedding) and not model.training
+    assert info["test_accuracy"] > 0.7
+    ids = tokenizer(["a gorgeous , witty movie"], return_tensors="pt")["input_ids"]
+    keep = keep_probabilities(model, ids)
+    assert keep.shape == ids.shape and ((keep > 0) & (keep < 1)).all()
