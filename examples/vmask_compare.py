@@ -16,7 +16,9 @@ over a word's pieces), scored by AOPC of comprehensiveness (ERASER bins 1/5/10/2
 ERASER code's normalisation, words deleted). Accuracy is over the whole test split (1,007).
 
     PYTHONPATH=. HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python examples/vmask_compare.py \
-        --examples 100 --lime-samples 100 --ig-steps 20
+        --examples 100 --lime-samples 100 --ig-steps 20 [--only minilm|lstm]
+    # the VMASK models with a weaker bottleneck, against the same base rows:
+    ... examples/vmask_compare.py --beta 0.1 --skip-base [--only minilm|lstm]
 """
 
 from __future__ import annotations
@@ -61,17 +63,21 @@ LSTM_SETTINGS = {"epochs": 3, "batch_size": 64, "lr": 1e-3, "mask_lr": 1e-3, "be
                  "seed": 0, "n_train": None}
 
 
-def lstm_pair(out: Path, show_progress: bool) -> dict[str, tuple]:
+def lstm_pair(out: Path, show_progress: bool, beta: float = 1.0,
+              base: bool = True) -> dict[str, tuple]:
     """The GloVe LSTM with and without VMASK, trained by the same loop, cached in ``out``."""
     tokenizer = glove_tokenizer()
     train = load_rotten_tomatoes("train")
     models = {}
-    for vmask in (False, True):
-        name = "GloVe LSTM + VMASK" if vmask else "GloVe LSTM"
-        stem = out / ("lstm_vmask" if vmask else "lstm_base")
-        model = new_sentiment_model("lstm", seed=LSTM_SETTINGS["seed"])
+    settings = {**LSTM_SETTINGS, "beta": beta}
+    for vmask in (False, True)[0 if base else 1:]:
+        name = f"GloVe LSTM + VMASK{beta_tag(beta)}" if vmask else "GloVe LSTM"
+        stem = out / (f"lstm_vmask{'' if beta == 1.0 else f'_beta{beta}'}" if vmask
+                      else "lstm_base")
+        model = new_sentiment_model("lstm", seed=settings["seed"])
         info_path = stem.with_suffix(".json")
-        cached = info_path.is_file() and json.loads(info_path.read_text()) == LSTM_SETTINGS
+        kept = {k: v for k, v in settings.items() if vmask or k not in ("beta", "mask_lr")}
+        cached = info_path.is_file() and json.loads(info_path.read_text()) == kept
         if cached:
             model.load_state_dict(load_file(str(stem.with_suffix(".safetensors"))),
                                   strict=False)
@@ -81,7 +87,7 @@ def lstm_pair(out: Path, show_progress: bool) -> dict[str, tuple]:
             if vmask:
                 attach_vmask(model)
             ids, attention = encode_texts(tokenizer, train["text"].tolist())
-            s = LSTM_SETTINGS
+            s = settings
             train_jointly(model, ids, attention, torch.tensor(train["label"].to_numpy()),
                           epochs=s["epochs"], batch_size=s["batch_size"], lr=s["lr"],
                           mask_lr=s["mask_lr"], beta=s["beta"], seed=s["seed"],
@@ -91,9 +97,13 @@ def lstm_pair(out: Path, show_progress: bool) -> dict[str, tuple]:
                 save_file(trained_weights(model), str(stem.with_suffix(".safetensors")))
             if vmask:
                 save_word_mask(word_mask_of(model), f"{stem}_mask.safetensors")
-            info_path.write_text(json.dumps(LSTM_SETTINGS))
+            info_path.write_text(json.dumps(kept))
         models[name] = (model.eval(), tokenizer)
     return models
+
+
+def beta_tag(beta: float) -> str:
+    return "" if beta == 1.0 else f" (beta={beta})"
 
 
 def test_accuracy(model, tokenizer, texts, labels, batch_size: int = 128) -> float:
@@ -131,7 +141,8 @@ def aopc_of(ctx: MethodContext, scores: list[list[float]]) -> dict[str, float]:
                             ids.shape[1])
         metrics.update(ids, attr, target=torch.tensor([ctx.targets[i] for i in indices]),
                        additional_forward_args=(attention,), feature_mask=mask)
-    return metrics.compute()
+    return {**metrics.compute(),
+            "p_predicted": float(metrics.per_example()["original_probability"].mean())}
 
 
 def measure(name: str, model, tokenizer, texts, labels, settings, seed, show_progress):
@@ -157,6 +168,7 @@ def measure(name: str, model, tokenizer, texts, labels, settings, seed, show_pro
                      "aopc_comprehensiveness": metrics["aopc_comprehensiveness"],
                      "comprehensiveness@20%": metrics["comprehensiveness"],
                      "aopc_sufficiency": metrics["aopc_sufficiency"],
+                     "mean_p_predicted": metrics["p_predicted"],
                      "explain_seconds_per_text": seconds / len(examples)})
         print(rows[-1], flush=True)
     return rows, examples, all_scores
@@ -186,6 +198,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="outputs/vmask")
     parser.add_argument("--only", choices=["minilm", "lstm"], default=None)
+    parser.add_argument("--beta", type=float, default=1.0,
+                        help="weight of the bottleneck term of the VMASK models (default 1.0, "
+                             "the authors' starting value)")
+    parser.add_argument("--skip-base", action="store_true",
+                        help="measure only the VMASK models (e.g. for another --beta)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -196,11 +213,13 @@ def main() -> None:
     texts, labels = test["text"].tolist(), test["label"].tolist()
     models: dict[str, tuple] = {}
     if args.only != "lstm":
-        for vmask in (False, True):
-            model, tokenizer, _ = load_minilm(vmask)
-            models["MiniLM + VMASK" if vmask else "MiniLM"] = (model, tokenizer)
+        for vmask in (False, True)[1 if args.skip_base else 0:]:
+            overrides = {"beta": args.beta} if vmask and args.beta != 1.0 else {}
+            model, tokenizer, _ = load_minilm(vmask, **overrides)
+            name = f"MiniLM + VMASK{beta_tag(args.beta)}" if vmask else "MiniLM"
+            models[name] = (model, tokenizer)
     if args.only != "minilm":
-        models.update(lstm_pair(out / "models", show_progress=True))
+        models.update(lstm_pair(out / "models", True, args.beta, not args.skip_base))
     accuracy, rows, words, hist = [], [], {}, {}
     for name, (model, tokenizer) in models.items():
         accuracy.append({"model": name, "test_accuracy": test_accuracy(model, tokenizer, texts,
@@ -213,7 +232,8 @@ def main() -> None:
             top, bottom, flat = top_keep_words(model, tokenizer, texts, labels)
             words[name] = {"top": top, "bottom": bottom}
             hist[name] = flat
-    tag = f"_{args.only}" if args.only else ""
+    tag = (f"_{args.only}" if args.only else "") + \
+        ("" if args.beta == 1.0 else f"_beta{args.beta}")
     frame = pd.DataFrame(rows)
     frame.to_csv(out / f"aopc{tag}.csv", index=False)
     (out / f"results{tag}.json").write_text(json.dumps(
@@ -245,6 +265,32 @@ def main() -> None:
         plt.savefig(out / f"keep_histogram{tag}.png", dpi=120)
         plt.close()
     print((out / f"tables{tag}.md").read_text())
+    combine_runs(out)
+
+
+def combine_runs(out: Path) -> None:
+    """``all_runs.md`` and ``aopc_all_runs.png`` over every run's results in ``out``."""
+    results = [json.loads(p.read_text()) for p in sorted(out.glob("results*.json"))]
+    accuracy = pd.DataFrame([a for r in results for a in r["accuracy"]]).drop_duplicates("model")
+    aopc = pd.DataFrame([a for r in results for a in r["aopc"]]).drop_duplicates(
+        ["model", "method"])
+    order = [m for m in ("MiniLM", "MiniLM + VMASK", "GloVe LSTM", "GloVe LSTM + VMASK")
+             if m in set(aopc["model"])]
+    order += sorted(set(aopc["model"]) - set(order))
+    methods = [*POST_HOC, "VMASK keep probability"]
+    pivot = aopc.pivot(index="model", columns="method", values="aopc_comprehensiveness")
+    pivot = pivot.reindex(index=order, columns=[m for m in methods if m in pivot.columns])
+    with open(out / "all_runs.md", "w") as f:
+        f.write(accuracy.to_markdown(index=False, floatfmt=".4f") + "\n\n")
+        f.write("AOPC of comprehensiveness (ERASER bins, words deleted):\n\n")
+        f.write(pivot.to_markdown(floatfmt=".4f") + "\n")
+    ax = pivot.plot.bar(figsize=(9, 4.5), rot=15)
+    ax.set_ylabel("AOPC comprehensiveness\n(mean drop of p(predicted class))")
+    ax.set_xlabel("")
+    ax.set_title("Explanations of base and VMASK models (held-out Rotten Tomatoes snippets)")
+    plt.tight_layout()
+    plt.savefig(out / "aopc_all_runs.png", dpi=120)
+    plt.close()
 
 
 if __name__ == "__main__":
