@@ -41,7 +41,11 @@ from captum_erasure.benchmark.examples import encode_examples, pad_batch  # noqa
 from captum_erasure.benchmark.runners import MethodContext, explain_all  # noqa: E402
 from captum_erasure.benchmark.settings import BenchmarkSettings  # noqa: E402
 from captum_erasure.data import load_rotten_tomatoes  # noqa: E402
-from captum_erasure.metrics.faithfulness import FaithfulnessMetrics  # noqa: E402
+from captum_erasure.metrics.faithfulness import (  # noqa: E402
+    aopc_from_curves,
+    drop_at_fraction,
+    removal_curves,
+)
 from captum_erasure.models.vmask import (  # noqa: E402
     keep_probabilities,
     load_word_mask,
@@ -132,17 +136,28 @@ def vmask_word_scores(ctx: MethodContext) -> list[list[float]]:
 
 
 def aopc_of(ctx: MethodContext, scores: list[list[float]]) -> dict[str, float]:
+    """AOPC of comprehensiveness and sufficiency over the ERASER bins (the benchmark's
+    convention: words deleted, ERASER code's normalisation), comprehensiveness at 20 %."""
     from captum_erasure.benchmark.examples import spread_words
-    metrics = FaithfulnessMetrics(ctx.model, fraction=0.2, bins="eraser", normalization="code",
-                                  special_token_ids=list(ctx.tokenizer.all_special_ids),
-                                  pad_token_id=ctx.pad, batch_size=64)
+    values: dict[str, list[float]] = {k: [] for k in ("aopc_comprehensiveness",
+                                                      "aopc_sufficiency", "comprehensiveness",
+                                                      "p_predicted")}
+    common = dict(special_token_ids=list(ctx.tokenizer.all_special_ids), pad_token_id=ctx.pad,
+                  batch_size=64)
     for indices, (ids, attention, mask) in ctx.batches():
         attr = spread_words([ctx.examples[i] for i in indices], [scores[i] for i in indices],
                             ids.shape[1])
-        metrics.update(ids, attr, target=torch.tensor([ctx.targets[i] for i in indices]),
-                       additional_forward_args=(attention,), feature_mask=mask)
-    return {**metrics.compute(),
-            "p_predicted": float(metrics.per_example()["original_probability"].mean())}
+        target = torch.tensor([ctx.targets[i] for i in indices])
+        for keep in (False, True):
+            curves = removal_curves(ctx.model, ids, attr, ks="eraser", keep=keep, target=target,
+                                    additional_forward_args=(attention,), feature_mask=mask,
+                                    **common)
+            name = "aopc_sufficiency" if keep else "aopc_comprehensiveness"
+            values[name] += aopc_from_curves(curves, "eraser", "code").tolist()
+            if not keep:
+                values["comprehensiveness"] += drop_at_fraction(curves, 0.2).tolist()
+                values["p_predicted"] += curves.original.tolist()
+    return {k: sum(v) / len(v) for k, v in values.items()}
 
 
 def measure(name: str, model, tokenizer, texts, labels, settings, seed, show_progress):
@@ -203,6 +218,8 @@ def main() -> None:
                              "the authors' starting value)")
     parser.add_argument("--skip-base", action="store_true",
                         help="measure only the VMASK models (e.g. for another --beta)")
+    parser.add_argument("--skip-vmask", action="store_true",
+                        help="measure only the base models (MiniLM only)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -213,7 +230,8 @@ def main() -> None:
     texts, labels = test["text"].tolist(), test["label"].tolist()
     models: dict[str, tuple] = {}
     if args.only != "lstm":
-        for vmask in (False, True)[1 if args.skip_base else 0:]:
+        for vmask in [v for v in (False, True) if not (args.skip_base and not v)
+                      and not (args.skip_vmask and v)]:
             overrides = {"beta": args.beta} if vmask and args.beta != 1.0 else {}
             model, tokenizer, _ = load_minilm(vmask, **overrides)
             name = f"MiniLM + VMASK{beta_tag(args.beta)}" if vmask else "MiniLM"
@@ -233,7 +251,8 @@ def main() -> None:
             words[name] = {"top": top, "bottom": bottom}
             hist[name] = flat
     tag = (f"_{args.only}" if args.only else "") + \
-        ("" if args.beta == 1.0 else f"_beta{args.beta}")
+        ("" if args.beta == 1.0 else f"_beta{args.beta}") + \
+        ("_vmask" if args.skip_base else "") + ("_base" if args.skip_vmask else "")
     frame = pd.DataFrame(rows)
     frame.to_csv(out / f"aopc{tag}.csv", index=False)
     (out / f"results{tag}.json").write_text(json.dumps(
