@@ -62,7 +62,7 @@ from captum_erasure.paper.li2016.rnn_models import (  # noqa: E402
     trained_weights,
 )
 
-POST_HOC = ("WordErasure", "IntegratedGradients", "Lime")
+POST_HOC = ("WordErasure", "IntegratedGradients", "Lime", "Random")  # Random: the floor
 LSTM_SETTINGS = {"epochs": 3, "batch_size": 64, "lr": 1e-3, "mask_lr": 1e-3, "beta": 1.0,
                  "seed": 0, "n_train": None}
 
@@ -160,7 +160,8 @@ def aopc_of(ctx: MethodContext, scores: list[list[float]]) -> dict[str, float]:
     return {k: sum(v) / len(v) for k, v in values.items()}
 
 
-def measure(name: str, model, tokenizer, texts, labels, settings, seed, show_progress):
+def measure(name: str, model, tokenizer, texts, labels, settings, seed, show_progress,
+            post_hoc=POST_HOC, masks: bool = True):
     examples = encode_examples(tokenizer, texts, labels)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     ids, attention, _ = pad_batch(examples, pad)
@@ -170,7 +171,7 @@ def measure(name: str, model, tokenizer, texts, labels, settings, seed, show_pro
     ctx = MethodContext(model, tokenizer, examples, targets, settings, seed,
                         show_progress=show_progress)
     rows, all_scores = [], {}
-    methods = [*POST_HOC, *(["VMASK keep probability"] if word_mask_of(model) else [])]
+    methods = [*post_hoc, *(["VMASK keep probability"] if masks and word_mask_of(model) else [])]
     for method in methods:
         started = time.perf_counter()
         torch.manual_seed(seed)
@@ -218,12 +219,22 @@ def main() -> None:
                              "the authors' starting value)")
     parser.add_argument("--skip-base", action="store_true",
                         help="measure only the VMASK models (e.g. for another --beta)")
+    parser.add_argument("--methods", nargs="+", choices=POST_HOC, default=list(POST_HOC),
+                        help="post-hoc methods (default: all; the masks are measured only "
+                             "with all of them)")
+    parser.add_argument("--figures-only", action="store_true",
+                        help="only redraw the combined table, the AOPC figure and the keep "
+                             "probability histograms of every cached VMASK model")
     parser.add_argument("--skip-vmask", action="store_true",
                         help="measure only the base models (MiniLM only)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.figures_only:
+        combine_runs(out)
+        keep_histograms(out)
+        return
     settings = BenchmarkSettings(ig_steps=args.ig_steps, lime_samples=args.lime_samples,
                                  perturbations_per_eval=64, batch_size=32)
     test = load_rotten_tomatoes("test")
@@ -244,7 +255,8 @@ def main() -> None:
                                                                        labels)})
         print(accuracy[-1], flush=True)
         found, _, _ = measure(name, model, tokenizer, texts[:args.examples],
-                              labels[:args.examples], settings, args.seed, True)
+                              labels[:args.examples], settings, args.seed, True,
+                              args.methods, args.methods == list(POST_HOC))
         rows += found
         if word_mask_of(model) is not None:
             top, bottom, flat = top_keep_words(model, tokenizer, texts, labels)
@@ -252,7 +264,8 @@ def main() -> None:
             hist[name] = flat
     tag = (f"_{args.only}" if args.only else "") + \
         ("" if args.beta == 1.0 else f"_beta{args.beta}") + \
-        ("_vmask" if args.skip_base else "") + ("_base" if args.skip_vmask else "")
+        ("_vmask" if args.skip_base else "") + ("_base" if args.skip_vmask else "") + \
+        ("" if args.methods == list(POST_HOC) else "_" + "-".join(args.methods))
     frame = pd.DataFrame(rows)
     frame.to_csv(out / f"aopc{tag}.csv", index=False)
     (out / f"results{tag}.json").write_text(json.dumps(
@@ -287,6 +300,40 @@ def main() -> None:
     combine_runs(out)
 
 
+def keep_histograms(out: Path) -> None:
+    """``keep_histograms.png``: keep probability per word over the test split, for every
+    VMASK model already trained (MiniLM from the cache, LSTMs from ``out/models``)."""
+    from captum_erasure.models.vmask_minilm import vmask_model_dir
+    test = load_rotten_tomatoes("test")
+    texts, labels = test["text"].tolist(), test["label"].tolist()
+    found = {}
+    for beta in (1.0, 0.1):
+        overrides = {} if beta == 1.0 else {"beta": beta}
+        if (vmask_model_dir(True, **overrides) / "info.json").is_file():
+            model, tokenizer, _ = load_minilm(True, **overrides)
+            found[f"MiniLM + VMASK{beta_tag(beta)}"] = (model, tokenizer)
+        stem = out / "models" / f"lstm_vmask{'' if beta == 1.0 else f'_beta{beta}'}"
+        if stem.with_suffix(".json").is_file():
+            model = new_sentiment_model("lstm", seed=LSTM_SETTINGS["seed"])
+            model.load_state_dict(load_file(str(stem.with_suffix(".safetensors"))),
+                                  strict=False)
+            attach_vmask(model, mask=load_word_mask(f"{stem}_mask.safetensors"))
+            found[f"GloVe LSTM + VMASK{beta_tag(beta)}"] = (model.eval(), glove_tokenizer())
+    if not found:
+        return
+    _, axes = plt.subplots(1, len(found), figsize=(3.6 * len(found), 3), squeeze=False,
+                           sharey=True)
+    for ax, (name, (model, tokenizer)) in zip(axes[0], sorted(found.items())):
+        _, _, flat = top_keep_words(model, tokenizer, texts, labels)
+        ax.hist(flat, bins=50, range=(0, 1))
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("keep probability of a word")
+    axes[0][0].set_ylabel(f"words in the {len(texts)} test snippets")
+    plt.tight_layout()
+    plt.savefig(out / "keep_histograms.png", dpi=120)
+    plt.close()
+
+
 def combine_runs(out: Path) -> None:
     """``all_runs.md`` and ``aopc_all_runs.png`` over every run's results in ``out``."""
     results = [json.loads(p.read_text()) for p in sorted(out.glob("results*.json"))]
@@ -297,13 +344,15 @@ def combine_runs(out: Path) -> None:
              if m in set(aopc["model"])]
     order += sorted(set(aopc["model"]) - set(order))
     methods = [*POST_HOC, "VMASK keep probability"]
+    aopc = aopc[aopc["method"].isin(methods)]
     pivot = aopc.pivot(index="model", columns="method", values="aopc_comprehensiveness")
     pivot = pivot.reindex(index=order, columns=[m for m in methods if m in pivot.columns])
     with open(out / "all_runs.md", "w") as f:
         f.write(accuracy.to_markdown(index=False, floatfmt=".4f") + "\n\n")
         f.write("AOPC of comprehensiveness (ERASER bins, words deleted):\n\n")
         f.write(pivot.to_markdown(floatfmt=".4f") + "\n")
-    ax = pivot.plot.bar(figsize=(9, 4.5), rot=15)
+    ax = pivot.plot.bar(figsize=(11, 4.5), rot=12)
+    ax.legend(title="explanation", bbox_to_anchor=(1.01, 1), loc="upper left", fontsize=8)
     ax.set_ylabel("AOPC comprehensiveness\n(mean drop of p(predicted class))")
     ax.set_xlabel("")
     ax.set_title("Explanations of base and VMASK models (held-out Rotten Tomatoes snippets)")
