@@ -340,9 +340,14 @@ def combine_runs(out: Path) -> None:
     accuracy = pd.DataFrame([a for r in results for a in r["accuracy"]]).drop_duplicates("model")
     aopc = pd.DataFrame([a for r in results for a in r["aopc"]]).drop_duplicates(
         ["model", "method"])
-    order = [m for m in ("MiniLM", "MiniLM + VMASK", "GloVe LSTM", "GloVe LSTM + VMASK")
-             if m in set(aopc["model"])]
+    names = [f"{arch}{tail}" for arch in ("MiniLM", "GloVe LSTM")
+             for tail in ("", " + VMASK", *sorted({m[len(arch):] for m in aopc["model"]
+                                                    if m.startswith(f"{arch} + VMASK (")}))]
+    order = [m for m in names if m in set(aopc["model"])]
     order += sorted(set(aopc["model"]) - set(order))
+    confidence = aopc.groupby("model")["mean_p_predicted"].first()
+    accuracy["mean p(predicted), explained snippets"] = accuracy["model"].map(confidence)
+    accuracy = accuracy.set_index("model").reindex(order).reset_index()
     methods = [*POST_HOC, "VMASK keep probability"]
     aopc = aopc[aopc["method"].isin(methods)]
     pivot = aopc.pivot(index="model", columns="method", values="aopc_comprehensiveness")
@@ -350,7 +355,11 @@ def combine_runs(out: Path) -> None:
     with open(out / "all_runs.md", "w") as f:
         f.write(accuracy.to_markdown(index=False, floatfmt=".4f") + "\n\n")
         f.write("AOPC of comprehensiveness (ERASER bins, words deleted):\n\n")
-        f.write(pivot.to_markdown(floatfmt=".4f") + "\n")
+        f.write(pivot.to_markdown(floatfmt=".4f") + "\n\n")
+        sufficiency = aopc.pivot(index="model", columns="method", values="aopc_sufficiency")
+        sufficiency = sufficiency.reindex(index=order, columns=pivot.columns)
+        f.write("AOPC of sufficiency (lower is better):\n\n")
+        f.write(sufficiency.to_markdown(floatfmt=".4f") + "\n")
     ax = pivot.plot.bar(figsize=(11, 4.5), rot=12)
     ax.legend(title="explanation", bbox_to_anchor=(1.01, 1), loc="upper left", fontsize=8)
     ax.set_ylabel("AOPC comprehensiveness\n(mean drop of p(predicted class))")
