@@ -359,7 +359,12 @@ def combine_runs(out: Path) -> None:
         sufficiency = aopc.pivot(index="model", columns="method", values="aopc_sufficiency")
         sufficiency = sufficiency.reindex(index=order, columns=pivot.columns)
         f.write("AOPC of sufficiency (lower is better):\n\n")
-        f.write(sufficiency.to_markdown(floatfmt=".4f") + "\n")
+        f.write(sufficiency.to_markdown(floatfmt=".4f") + "\n\n")
+        words = {m: w for r in results for m, w in r.get("keep_words", {}).items()}
+        top = pd.DataFrame({m: [f"{w} ({k:.3f})" for w, k, _ in words[m]["top"][:12]]
+                            for m in order if m in words})
+        f.write("Highest mean keep probability over the test split (words seen >= 3 "
+                "times):\n\n" + top.to_markdown(index=False) + "\n")
     ax = pivot.plot.bar(figsize=(11, 4.5), rot=12)
     ax.legend(title="explanation", bbox_to_anchor=(1.01, 1), loc="upper left", fontsize=8)
     ax.set_ylabel("AOPC comprehensiveness\n(mean drop of p(predicted class))")
