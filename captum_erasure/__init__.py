@@ -36,6 +36,7 @@ from captum_erasure.attr import (
     MarginalizationStats,
     MinimalErasure,
     ReductionResult,
+    VMask,
     WordErasure,
     WordInformation,
     WordScores,
@@ -70,10 +71,15 @@ from captum_erasure.metrics import (
     sufficiency,
 )
 from captum_erasure.models import (
+    attach_vmask,
     default_mlm_info,
     default_model_info,
     load_default_mlm,
     load_default_model,
+    load_vmask_classifier,
+    load_vmask_model,
+    save_vmask_classifier,
+    train_jointly,
 )
 
 # name -> module, imported on first access (matplotlib, the paper's models and tasks)
@@ -107,7 +113,7 @@ __all__ = [
     "DatasetImportance", "InputMarginalization", "MarginalizationResult",
     "MarginalizationStats", "MinimalErasure", "InputReduction", "FlipResult",
     "ReductionResult", "greedy_flip", "WordInformation", "InformationResult",
-    "DiffMask", "DiffMaskResult", "ContinuationErasure", "ContinuationScores",
+    "DiffMask", "DiffMaskResult", "ContinuationErasure", "ContinuationScores", "VMask",
     # engine, scores, text
     "PerturbationEngine", "EngineOptions", "EngineStats", "Row", "score_erasures", "SCORES",
     "erasure_scores",
@@ -122,5 +128,8 @@ __all__ = [
     "CorpusImportance", "corpus_word_importance", "markdown_table", "vader_valences",
     # offline default models
     "load_default_model", "default_model_info", "load_default_mlm", "default_mlm_info",
+    # VMASK models (Chen & Ji 2020)
+    "attach_vmask", "train_jointly", "save_vmask_classifier", "load_vmask_classifier",
+    "load_vmask_model",
     *sorted(_LAZY),
 ]

@@ -1,7 +1,8 @@
 """LIT server with our erasure methods next to LIT's own (the README's main command).
 
-    python -m lit_plugin.server [--model DIR] [--mlm DIR] [--data CSV] [--dataset-size N]
-                                [--port 5432] [--host 127.0.0.1] [--no-marginalization]
+    python -m lit_plugin.server [--model DIR | --vmask] [--mlm DIR] [--data CSV]
+                                [--dataset-size N] [--port 5432] [--host 127.0.0.1]
+                                [--no-marginalization]
 
 (``python -m lit_plugin`` and the ``captum-erasure-lit`` script run the same launcher.) It
 prints the URL to open; the page opens in LIT's "default" layout.
@@ -11,7 +12,10 @@ Rotten Tomatoes; built once, about 5 minutes on 2 CPU cores) on held-out Rotten 
 snippets, with input marginalization through the default MLM (built once, about 20 minutes, in
 the background while the server already answers; ``--no-marginalization`` leaves it out). With
 ``--model DIR`` (any Hugging Face sequence classifier saved with ``save_pretrained``) input
-marginalization needs ``--mlm DIR``, an MLM sharing the classifier's vocabulary.
+marginalization needs ``--mlm DIR``, an MLM sharing the classifier's vocabulary. ``--vmask``
+serves the VMASK MiniLM instead (Chen & Ji 2020; trained once, minutes on 2 CPU cores), and
+``--model DIR`` accepts a VMASK classifier saved by ``save_vmask_classifier``; a model with a
+VMASK layer gets its keep probabilities as a Salience Maps row.
 
 In your own code, :func:`make_server` (blocking server) and :func:`make_app` (WSGI app for
 tests or gunicorn) merge our interpreters and generators into LIT's defaults instead of
@@ -163,6 +167,10 @@ def build_parser(prog: str = "python -m lit_plugin.server") -> argparse.Argument
                         help="a Hugging Face sequence classifier directory (save_pretrained); "
                              "default: the offline default sentiment model (built once, ~5 "
                              "min on 2 CPU cores)")
+    parser.add_argument("--vmask", action="store_true",
+                        help="serve the VMASK MiniLM (Chen & Ji 2020; trained once into the "
+                             "cache, minutes on 2 CPU cores) with its keep-probability row, "
+                             "and its default MLM for input marginalization")
     parser.add_argument("--mlm", metavar="DIR",
                         help="a masked LM sharing the classifier's vocabulary, for input "
                              "marginalization (default: the default MLM with the default "
@@ -195,9 +203,19 @@ def build_parser(prog: str = "python -m lit_plugin.server") -> argparse.Argument
 def load_models(args: argparse.Namespace) -> tuple[HFSequenceClassifier, Any]:
     """The LIT model and the MLM source (a model, a background loader, or None)."""
     from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
-    if args.model:
+
+    from captum_erasure.models.vmask import is_vmask_folder, load_vmask_classifier
+    if args.model and args.vmask:
+        raise SystemExit("--vmask serves the cached VMASK MiniLM; to serve your own VMASK "
+                         "classifier pass only --model DIR")
+    if args.model and is_vmask_folder(args.model):
+        model, tokenizer = load_vmask_classifier(args.model)
+    elif args.model:
         model = AutoModelForSequenceClassification.from_pretrained(args.model).eval()
         tokenizer = AutoTokenizer.from_pretrained(args.model)
+    elif args.vmask:
+        from captum_erasure.models.vmask_minilm import load_vmask_model
+        model, tokenizer = load_vmask_model()
     else:
         from captum_erasure.models.default import load_default_model
         model, tokenizer = load_default_model()
@@ -250,6 +268,16 @@ def diffmask_row(args: argparse.Namespace, lit_model: HFSequenceClassifier) -> d
     return {interpreter.name: interpreter}
 
 
+def vmask_row(lit_model: HFSequenceClassifier) -> dict:
+    """The VMASK keep-probability row when the served model has a VMASK layer."""
+    from captum_erasure.models.vmask import word_mask_of
+    if word_mask_of(lit_model.model) is None:
+        return {}
+    from lit_plugin.vmask_interpreter import VMaskInterpreter
+    interpreter = VMaskInterpreter()
+    return {interpreter.name: interpreter}
+
+
 def csv_texts(path: str) -> list[str]:
     import pandas as pd
     return pd.read_csv(path)["text"].astype(str).tolist()
@@ -280,8 +308,9 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m lit_plugin.se
         dataset = rotten_tomatoes_dataset(args.dataset_size, lit_model.labels)
         dataset_name = DATASET_NAME
     mlm_model, mlm_tokenizer = (mlm if isinstance(mlm, tuple) else (mlm, None))
+    rows = {**vmask_row(lit_model), **diffmask_row(args, lit_model)}
     app = make_app({MODEL_NAME: lit_model}, {dataset_name: dataset}, mlm=mlm_model,
-                   mlm_tokenizer=mlm_tokenizer, interpreters=diffmask_row(args, lit_model))
+                   mlm_tokenizer=mlm_tokenizer, interpreters=rows)
     from werkzeug.serving import make_server as werkzeug_server
     server = werkzeug_server(args.host, args.port, app, threaded=True)
     url = f"http://{args.host}:{server.server_port}/"

@@ -17,10 +17,12 @@ from captum_erasure.attr.marginalization import (
     MarginalizationResult,
     MarginalizationStats,
 )
+from captum_erasure.attr.vmask import VMask
 from captum_erasure.attr.word_erasure import WordErasure, WordScores
 
 __all__ = ["WordErasure", "WordScores", "EmbeddingDimensionErasure", "HiddenUnitErasure",
            "DatasetImportance", "InputMarginalization", "MarginalizationResult",
            "MarginalizationStats", "InputReduction", "ReductionResult", "MinimalErasure",
            "FlipResult", "greedy_flip", "DiffMask", "DiffMaskResult", "WordInformation",
-           "InformationResult", "ContinuationErasure", "ContinuationScores", "GenerationStats"]
+           "InformationResult", "ContinuationErasure", "ContinuationScores", "GenerationStats",
+           "VMask"]
