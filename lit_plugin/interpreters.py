@@ -29,13 +29,21 @@ from captum_erasure._core.inputs import check_positive_int
 from captum_erasure._core.scores import SCORES
 from captum_erasure._core.text import (
     check_text,
+    check_units,
     encode_words,
     word_scores,
 )
 from captum_erasure.attr.marginalization import InputMarginalization
 from captum_erasure.attr.word_erasure import MODES
 from captum_erasure.explain.texts import explain_texts
-from lit_plugin._common import config_choice, config_integer, config_number
+from lit_plugin._common import (
+    UNITS_KEY,
+    config_choice,
+    config_integer,
+    config_number,
+    config_units,
+    units_field,
+)
 
 TARGET_KEY = "_salience_target"
 SCORE_KEY = "Score"
@@ -149,9 +157,11 @@ class WordSalienceInterpreter(lit_components.Interpreter):
 
     name = "word salience"
 
-    def __init__(self, autorun: bool = False, show_progress: bool = False):
+    def __init__(self, autorun: bool = False, show_progress: bool = False,
+                 units: str = "words"):
         self.autorun = autorun
         self.show_progress = show_progress
+        self.units = check_units(units)
 
     def is_compatible(self, model, dataset) -> bool:
         del dataset
@@ -161,7 +171,12 @@ class WordSalienceInterpreter(lit_components.Interpreter):
         return {"saliency": lit_types.TokenSalience(autorun=self.autorun, signed=True)}
 
     def config_spec(self) -> lit_types.Spec:
-        return {TARGET_KEY: lit_types.SalienceTargetInfo(required=False)}
+        return {TARGET_KEY: lit_types.SalienceTargetInfo(required=False),
+                UNITS_KEY: units_field(self.units)}
+
+    def units_of(self, config: dict) -> str:
+        """The units chosen in the config (default: the constructor's ``units``)."""
+        return config_units(config, self.units)
 
     def run(self, inputs, model, dataset, model_outputs=None, config=None):
         del dataset, model_outputs
@@ -214,7 +229,7 @@ class WordErasureInterpreter(WordSalienceInterpreter):
         mode = config_choice(config, ERASE_KEY, ERASE_MODES, self.mode)
         explanations = explain_texts(
             model, tokenizer, texts, target="predicted" if target is None else target,
-            score=score, mode=mode, batch_size=self.batch_size,
+            score=score, mode=mode, batch_size=self.batch_size, units=self.units_of(config),
             show_progress=self.show_progress)
         return [(e.words, e.scores) for e in explanations]
 
@@ -302,7 +317,8 @@ class InputMarginalizationInterpreter(WordSalienceInterpreter):
         if not (0 <= threshold < 1) or math.isnan(threshold):
             raise ValueError(f"{THRESHOLD_KEY!r} must be in [0, 1), got {threshold}")
         mlm, mlm_tokenizer = self.mlm()
-        encoding, mask = encode_words(model, tokenizer, texts)
+        units = self.units_of(config)
+        encoding, mask = encode_words(model, tokenizer, texts, units)
         method = InputMarginalization(model, mlm, tokenizer=tokenizer,
                                       mlm_tokenizer=mlm_tokenizer, batch_size=self.batch_size)
         attributions = method.attribute(
@@ -310,7 +326,7 @@ class InputMarginalizationInterpreter(WordSalienceInterpreter):
             additional_forward_args=(encoding["attention_mask"],), feature_mask=mask,
             threshold=threshold if threshold > 0 else None, top_k=top_k,
             show_progress=self.show_progress)
-        return word_scores(encoding, mask, attributions, texts)
+        return word_scores(encoding, mask, attributions, texts, units)
 
 
 # -- the flip and reduction methods, seen as attributions ---------------------------------------
@@ -337,7 +353,8 @@ class MinimalFlipSetInterpreter(WordSalienceInterpreter):
 
     def explain(self, model, tokenizer, texts, target, config):
         from captum_erasure.attr.flip.minimal_erasure import MinimalErasure
-        encoding, mask = encode_words(model, tokenizer, texts)
+        units = self.units_of(config)
+        encoding, mask = encode_words(model, tokenizer, texts, units)
         predicted = _predicted(model, encoding)
         targets = [None if target is None or target == int(p) else target for p in predicted]
         attributions = MinimalErasure(model, seed=self.seed).attribute(
@@ -345,7 +362,7 @@ class MinimalFlipSetInterpreter(WordSalienceInterpreter):
             else None, additional_forward_args=(encoding["attention_mask"],),
             feature_mask=mask, pad_token_id=tokenizer.pad_token_id,
             show_progress=self.show_progress)
-        return word_scores(encoding, mask, attributions, texts)
+        return word_scores(encoding, mask, attributions, texts, units)
 
 
 class InputReductionOrderInterpreter(WordSalienceInterpreter):
@@ -362,7 +379,8 @@ class InputReductionOrderInterpreter(WordSalienceInterpreter):
 
     def explain(self, model, tokenizer, texts, target, config):
         from captum_erasure.attr.input_reduction import InputReduction
-        encoding, mask = encode_words(model, tokenizer, texts)
+        units = self.units_of(config)
+        encoding, mask = encode_words(model, tokenizer, texts, units)
         predicted = _predicted(model, encoding)
         if target is not None and any(int(p) != target for p in predicted):
             raise ValueError(f"input reduction keeps the model's own prediction; it cannot "
@@ -372,7 +390,7 @@ class InputReductionOrderInterpreter(WordSalienceInterpreter):
             encoding["input_ids"], additional_forward_args=(encoding["attention_mask"],),
             feature_mask=mask, pad_token_id=tokenizer.pad_token_id,
             show_progress=self.show_progress)
-        return word_scores(encoding, mask, attributions, texts)
+        return word_scores(encoding, mask, attributions, texts, units)
 
 
 # -- the dict to merge into a server ------------------------------------------------------------
