@@ -107,8 +107,7 @@ def test_word_lookup_and_rankings(importance):
     assert len(positive) <= 3 and (positive["mean"] > 0).all()
     assert positive["mean"].is_monotonic_decreasing
     assert (negative["mean"] < 0).all() and negative["mean"].is_monotonic_increasing
-    if len(negative):
-        assert negative.loc[0, "mean"] == table["mean"].min()
+    assert len(negative) > 0 and negative.loc[0, "mean"] == table["mean"].min()
     frequent = importance.table(min_count=3)
     assert (frequent["count"] >= 3).all() and "good" in frequent["word"].tolist()
     assert (importance.top_positive(n=100, min_count=3)["count"] >= 3).all()

@@ -208,17 +208,15 @@ def test_default_representation_on_a_tiny_bert(tiny_model, tiny_tokenizer):
     explainer = MinimalErasure(tiny_model, samples=4)
     results = explainer.explain(texts, tokenizer=tiny_tokenizer)
     assert explainer.policy.norm.normalized_shape[0] == tiny_model.config.hidden_size
-    for result in results:
-        if result.flipped:  # every reported flip is real and 1-minimal
-            assert label_of(tiny_model, tiny_tokenizer, result.remaining_text) == \
-                result.new_label != result.original_label
-            for restored in result.erased:
-                rest = [i for i in result.erased if i != restored]
-                enc = encode_texts(tiny_model, tiny_tokenizer, [result.text])
-                assert label_of(tiny_model, tiny_tokenizer, enc.text_without(0, rest)) == \
-                    result.original_label
-        else:
-            assert result.message
+    assert [result.flipped for result in results] == [True, True]
+    for result in results:  # every reported flip is real and 1-minimal
+        assert label_of(tiny_model, tiny_tokenizer, result.remaining_text) == \
+            result.new_label != result.original_label
+        for restored in result.erased:
+            rest = [i for i in result.erased if i != restored]
+            enc = encode_texts(tiny_model, tiny_tokenizer, [result.text])
+            assert label_of(tiny_model, tiny_tokenizer, enc.text_without(0, rest)) == \
+                result.original_label
 
 
 def test_log_odds_margin_is_negative_exactly_when_flipped():
