@@ -82,8 +82,9 @@ def text_without(text: str, spans: Sequence[tuple[int, int]], erased: Iterable[i
     ("couldn't" stays "couldn't"). Where units were cut, their characters go and the
     whitespace around them collapses: of the whitespace before and after the cut, the one
     after is kept (the one before when there is none after); at the start or end of the text
-    the cut takes the whitespace beside it. A unit glued to its neighbours (``'`` in
-    "couldn't" with ``units="words"``) leaves them glued ("couldnt")."""
+    the cut takes the whitespace beside it ("fresh film." without ``film`` is "fresh .", and
+    "I couldn't" without ``couldn`` is "I 't": no new word is glued together). A unit glued
+    on both sides (``'`` in "couldn't" with ``units="words"``) leaves "couldnt"."""
     erased = set(erased)
     kept = [i for i in range(len(spans)) if i not in erased]
     if not kept:

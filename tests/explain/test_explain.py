@@ -231,3 +231,18 @@ def test_format_table_handles_non_finite_scores():
                         predicted_label="x", probability=0.9, target=0, target_label="x",
                         target_probability=0.9)
     assert "inf" in format_table([e])
+
+
+def test_units_and_label_names(tiny_model, tiny_tokenizer):
+    text = "the movie, it was good!"
+    [words] = explain_texts(tiny_model, tiny_tokenizer, text, target="pos")
+    [spaces] = explain_texts(tiny_model, tiny_tokenizer, text, target="pos", units="whitespace")
+    assert words.words == ["the", "movie", ",", "it", "was", "good", "!"]
+    assert spaces.words == text.split() and spaces.units == "whitespace"
+    assert words.target == spaces.target == 2 and words.target_label == "pos"
+    [by_index] = explain_texts(tiny_model, tiny_tokenizer, text, target=2)
+    assert by_index.scores == words.scores
+    # the whitespace unit "movie," is one erasure: its score differs from either piece's
+    assert spaces.scores[0] == words.scores[0] and spaces.scores[1] not in words.scores
+    [gold] = explain_texts(tiny_model, tiny_tokenizer, text, labels=["neu"], target="gold")
+    assert gold.gold == gold.target == 1
