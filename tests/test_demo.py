@@ -52,6 +52,6 @@ def test_demo_ray_flag_sends_the_corpus_tables_to_corpus_tables(monkeypatch, tmp
 
 
 def test_the_demo_says_how_long_it_takes():
-    assert demo.expected_duration(1066) == "about 3 min"  # the held-out split
+    assert demo.expected_duration(1007) == "about 3 min"  # the held-out split
     assert demo.expected_duration(200) == "about 35 s"
     assert "about 3 minutes" in demo.__doc__
