@@ -1,10 +1,12 @@
 """The main job on the offline default: explain held-out movie snippets word by word.
 
 Builds (once, cached) the default MiniLM sentiment model, explains a handful of held-out
-Rotten Tomatoes snippets with Li et al.'s Eq. 1 word erasure (printed as a table, drawn as a
-heatmap PNG and an HTML page), then streams the whole held-out split through word erasure and
-writes the corpus tables: words by mean importance (Table 1), the most negative word types, and
-the most negative occurrences with their sentences and gold labels (Table 2's error analysis).
+Rotten Tomatoes snippets with Li et al.'s Eq. 1 word erasure (printed as a table, drawn as
+heatmap PNGs and an HTML page, all texts on one colour scale: Eq. 1 on a symlog scale, and the
+bounded probability drop), then streams the whole held-out split through word erasure and
+writes the corpus tables: word types ranked by a robust statistic (``shrunk``, next to the
+paper's mean; Table 1) as a table and a figure, the most negative word types, and the most
+negative occurrences with their sentences and gold labels (Table 2's error analysis).
 
     python -m captum_erasure.demo --out outputs/demo    # about 3 minutes on 2 CPU cores
     python -m captum_erasure.demo --out outputs/demo --ray          # corpus tables on Ray
@@ -20,13 +22,15 @@ import torch
 
 from captum_erasure.data import load_rotten_tomatoes
 from captum_erasure.explain.corpus import corpus_word_importance
-from captum_erasure.explain.plots import plot_word_heatmap, save_html
+from captum_erasure.explain.plots import plot_word_heatmap, plot_word_ranking, save_html
+from captum_erasure.explain.scales import VALUES
 from captum_erasure.explain.report import explanations_to_frame, format_table
 from captum_erasure.explain.texts import explain_texts
 from captum_erasure.models.default import default_model_info, load_default_model
 from captum_erasure.scale.corpus_run import corpus_tables
 
 PAPER_SENTENCE = "Effective but too-tepid biopic"  # Li et al. Figure 5
+HEATMAP_WRAP = 14  # words per heatmap row: long snippets continue on the next row
 # Word erasure of held-out snippets on 2 CPU cores: 1,000 in 173 s (docs/ray.md).
 SNIPPETS_PER_SECOND_2_CPUS = 1000 / 173
 
@@ -51,6 +55,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="how a word is erased (Li et al.: delete)")
     parser.add_argument("--min-count", type=int, default=3,
                         help="minimum occurrences for a word type in the rankings")
+    parser.add_argument("--values", default="symlog", choices=VALUES,
+                        help="what the heatmap, HTML and table show (default symlog: Eq. 1 "
+                             "compressed; prob_drop: P(target) drop, bounded in [-1, 1])")
+    parser.add_argument("--per-text", action="store_true",
+                        help="colour each text on its own scale (default: one scale for all)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if any)")
     parser.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                         help="compute the corpus tables on Ray: a new local instance, or join "
@@ -74,10 +83,15 @@ def main(argv: list[str] | None = None) -> None:
                                  device=device, show_progress=True)
     print("Word importance (Li et al. Eq. 1, target = predicted class; positive: erasing the "
           "word lowers the model's confidence)\n")
-    print(format_table(explanations))
-    plot_word_heatmap(explanations, args.out / "heatmap.png",
+    shown = dict(values=args.values, per_text=args.per_text)
+    print(format_table(explanations, **shown))
+    plot_word_heatmap(explanations, args.out / "heatmap.png", **shown, wrap=HEATMAP_WRAP,
                       title="Word erasure (Eq. 1), held-out snippets")
-    save_html(explanations, args.out / "explanations.html")
+    if args.values != "prob_drop":  # the bounded view beside it
+        plot_word_heatmap(explanations, args.out / "heatmap_prob_drop.png", values="prob_drop",
+                          per_text=args.per_text, wrap=HEATMAP_WRAP,
+                          title="Word erasure: drop of P(predicted class), held-out snippets")
+    save_html(explanations, args.out / "explanations.html", **shown)
     explanations_to_frame(explanations).to_csv(args.out / "explanations.csv", index=False)
 
     corpus_texts = held_out["text"].tolist()[:args.n_corpus]
@@ -99,16 +113,22 @@ def main(argv: list[str] | None = None) -> None:
     occurrences = corpus.negative_occurrences(10)
     top.to_csv(args.out / "top_positive_words.csv", index=False)
     negative.to_csv(args.out / "top_negative_words.csv", index=False)
-    columns = ["word", "mean", "std", "count"]
-    print(f"({seconds:.0f} s)\n\nMost important word types (mean Eq. 1, >= {args.min_count} "
-          f"occurrences):\n{top[columns].to_string(index=False)}")
-    print(f"\nWord types with negative mean importance:\n"
+    note = corpus.ranking_note()
+    if len(top):
+        plot_word_ranking(top, args.out / "top_words.png", note=note,
+                          title="Most important word types, held-out split")
+    columns = ["word", "shrunk", "mean", "std", "count"]
+    print(f"({seconds:.0f} s)\n\n{note}\n\nMost important word types:\n"
+          f"{top[columns].to_string(index=False)}")
+    print(f"\nWord types with negative importance:\n"
           f"{negative[columns].to_string(index=False)}")
     print("\nMost negative occurrences (the model does better without the word):\n" +
           occurrences[["word", "score", "gold_label", "predicted_label", "sentence"]]
           .to_string(index=False, max_colwidth=70))
-    print(f"\nWrote {args.out}/: heatmap.png, explanations.html, explanations.csv, "
-          f"top_positive_words.csv, top_negative_words.csv, "
+    figures = "heatmap.png, " + ("heatmap_prob_drop.png, " if args.values != "prob_drop" else "")
+    figures += "top_words.png, " if len(top) else ""
+    print(f"\nWrote {args.out}/: {figures}explanations.html, "
+          f"explanations.csv, top_positive_words.csv, top_negative_words.csv, "
           f"{', '.join(sorted(p.name for p in written.values()))}")
 
 

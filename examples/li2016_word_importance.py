@@ -114,7 +114,7 @@ def sensitivity(corpora: dict, strong_words: set[str]) -> pd.DataFrame:
             "types with mean > 1": int((table["mean"] > 1).sum()),
             "types with mean > 5": int((table["mean"] > 5).sum()),
             "largest type mean": float(table["mean"].max()),
-            "sentiment words in top 10": int(corpus.top_positive(10)["word"]
+            "sentiment words in top 10": int(corpus.top_positive(10, rank_by="mean")["word"]
                                              .isin(strong_words).sum()),
             "most negative occurrence": float(negative["score"].min()) if len(negative)
             else float("nan"),

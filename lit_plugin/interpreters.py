@@ -25,6 +25,7 @@ from lit_nlp.api import types as lit_types
 from lit_nlp.lib import utils as lit_utils
 from torch import nn
 
+from captum_erasure._core.forwards import pad_token_id_of
 from captum_erasure._core.inputs import check_positive_int
 from captum_erasure._core.scores import SCORES
 from captum_erasure._core.text import (
@@ -360,16 +361,18 @@ class MinimalFlipSetInterpreter(WordSalienceInterpreter):
         attributions = MinimalErasure(model, seed=self.seed).attribute(
             encoding["input_ids"], target=targets if any(t is not None for t in targets)
             else None, additional_forward_args=(encoding["attention_mask"],),
-            feature_mask=mask, pad_token_id=tokenizer.pad_token_id,
+            feature_mask=mask, pad_token_id=pad_token_id_of(model, tokenizer),
             show_progress=self.show_progress)
         return word_scores(encoding, mask, attributions, texts, units)
 
 
 class InputReductionOrderInterpreter(WordSalienceInterpreter):
     """Input reduction order (Feng et al., EMNLP 2018) as a salience map: words are removed,
-    least important first (gradient x input), while the model's label stays; a word's score is
-    the step at which it was removed (1 = first), and words that survive the reduction get the
-    highest score. Explains the predicted class only."""
+    least important first (gradient x input), while the model's label stays. With m words
+    removed, the word removed at step k scores k / (m + 1) and the words that survive the
+    reduction score 1: unsigned values spread over (0, 1], the range LIT's salience colour map
+    clamps to (raw step numbers 1, 2, ... would all be drawn at full colour). Explains the
+    predicted class only."""
 
     name = "Input reduction order"
 
@@ -388,9 +391,14 @@ class InputReductionOrderInterpreter(WordSalienceInterpreter):
                              "the predicted class as the class to explain")
         attributions = InputReduction(model, beam_size=self.beam_size).attribute(
             encoding["input_ids"], additional_forward_args=(encoding["attention_mask"],),
-            feature_mask=mask, pad_token_id=tokenizer.pad_token_id,
+            feature_mask=mask, pad_token_id=pad_token_id_of(model, tokenizer),
             show_progress=self.show_progress)
-        return word_scores(encoding, mask, attributions, texts, units)
+        # InputReduction gives step k (1 = first removed) and m + 1 to the survivors
+        return [(words, [step / max(steps) for step in steps])
+                for words, steps in word_scores(encoding, mask, attributions, texts, units)]
+
+    def meta_spec(self) -> lit_types.Spec:
+        return {"saliency": lit_types.TokenSalience(autorun=self.autorun, signed=False)}
 
 
 # -- the dict to merge into a server ------------------------------------------------------------

@@ -23,6 +23,7 @@ from lit_nlp.api import model as lit_model
 from lit_nlp.api import types as lit_types
 from torch import nn
 
+from captum_erasure._core.forwards import pad_token_id_of
 from captum_erasure._core.inputs import check_positive_int, require_class_outputs
 from captum_erasure._core.text import eval_mode
 
@@ -246,7 +247,7 @@ class HFSequenceClassifier(lit_model.BatchedModel):
         rows = [ids for ids, _ in encoded]
         special = [flags for _, flags in encoded]
         width = max(len(ids) for ids in rows)
-        pad = self.tokenizer.pad_token_id
+        pad = pad_token_id_of(self.model, self.tokenizer)
         device = self.device
         input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
         attention = torch.zeros((len(rows), width), dtype=torch.long)
@@ -257,8 +258,9 @@ class HFSequenceClassifier(lit_model.BatchedModel):
         # positions of the non-special tokens of every row: what LIT sees as its tokens
         kept = [[p for p, s in enumerate(flags) if not s] for flags in special]
 
+        embedding = self.model.get_input_embeddings()
         with eval_mode(self.model), torch.set_grad_enabled(self.compute_gradients):
-            embeds = self.model.get_input_embeddings()(input_ids)
+            embeds = embedding(input_ids)
             given = [ex.get(EMBEDDINGS_FIELD) if self.compute_gradients else None
                      for ex in inputs]
             if any(g is not None for g in given):
@@ -277,8 +279,15 @@ class HFSequenceClassifier(lit_model.BatchedModel):
                     embeds[i, kept[i]] = vectors
             if self.compute_gradients:
                 embeds = embeds.detach().requires_grad_(True)
-            out = self.model(inputs_embeds=embeds, attention_mask=attention,
-                             output_hidden_states=True)
+            # The ids go in too (their embeddings replaced by ``embeds``): a decoder classifier
+            # such as GPT-2 finds each row's last real token by its pad id, which
+            # ``inputs_embeds`` alone would hide from it.
+            handle = embedding.register_forward_hook(lambda _module, _args, _out: embeds)
+            try:
+                out = self.model(input_ids=input_ids, attention_mask=attention,
+                                 output_hidden_states=True)
+            finally:
+                handle.remove()
             logits = out.logits if hasattr(out, "logits") else out[0]
             if logits.ndim != 2 or logits.shape[1] != len(self.labels):
                 raise ValueError(f"the model returned logits of shape {tuple(logits.shape)}; "

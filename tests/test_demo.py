@@ -20,11 +20,19 @@ def test_demo_writes_figures_and_tables(monkeypatch, tmp_path, capsys, tiny_mode
     assert "test accuracy 0.500" in out and "Effective" in out and "the movie was good" in out
     assert "6 held-out snippets (target = gold label; about 1 s on 2 CPU cores, progress " \
         "below)" in out
-    for name in ["heatmap.png", "explanations.html", "explanations.csv", "word_importance.csv",
-                 "negative_occurrences.csv", "top_positive_words.csv"]:
+    for name in ["heatmap.png", "heatmap_prob_drop.png", "explanations.html",
+                 "explanations.csv", "word_importance.csv", "negative_occurrences.csv",
+                 "top_positive_words.csv", "top_words.png"]:
         assert (tmp_path / name).stat().st_size > 0, name
     table = pd.read_csv(tmp_path / "word_importance.csv")
     assert set(table["word"]) >= {"movie", "dull", "boring"}
+    assert table["shrunk"].is_monotonic_decreasing  # ranked by the robust statistic, and says so
+    assert "Ranked by shrunk" in out and "Ranked by shrunk" in \
+        (tmp_path / "word_importance.md").read_text()
+    # one colour scale for all texts, Eq. 1 on a symlog scale, by default
+    assert "bars: sign(I) ln(1+|I|) of the eq1 score I" in out
+    assert "one scale for all texts" in out
+    assert "one scale for all texts" in (tmp_path / "explanations.html").read_text()
 
 
 def test_demo_ray_flag_sends_the_corpus_tables_to_corpus_tables(monkeypatch, tmp_path, capsys,

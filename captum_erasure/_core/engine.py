@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from captum_erasure._core.forwards import model_caller, module_behind
 from captum_erasure._core.inputs import check_positive_int
 from captum_erasure._core.scores import (
     check_outputs_fit_score,
@@ -37,9 +38,8 @@ DEFAULT_CUDA_MAX_TOKENS = 65536
 
 def model_device(forward_func: Callable) -> torch.device:
     """Device of the module behind ``forward_func`` (a module or a bound method of one)."""
-    owner = forward_func if isinstance(forward_func, torch.nn.Module) else getattr(
-        forward_func, "__self__", None)
-    if isinstance(owner, torch.nn.Module):
+    owner = module_behind(forward_func)
+    if owner is not None:
         for tensor in itertools.chain(owner.parameters(), owner.buffers()):
             return tensor.device
     return torch.device("cpu")
@@ -101,7 +101,9 @@ class PerturbationEngine:
     """Evaluates perturbed inputs in budgeted, packed batches.
 
     Args:
-        forward_func: the model; called as ``forward_func(*collate(specs))``.
+        forward_func: the model; called with ``collate(specs)`` through
+            :func:`~captum_erasure._core.forwards.model_caller` (keywords for Hugging Face
+            models, positionally otherwise).
         batch_size: most rows per forward (``None``: no row limit if ``max_tokens`` is set,
             else 64).
         max_tokens: most padded tokens (rows x longest row) per forward; needs specs with a
@@ -130,6 +132,15 @@ class PerturbationEngine:
         # dtype of the forward's outputs (under autocast: of what the engine returns), known
         # after the first forward; Captum's FeatureAblation gives its attributions this dtype.
         self.output_dtype: torch.dtype | None = None
+
+    @property
+    def forward_func(self) -> Callable:
+        return self._forward_func
+
+    @forward_func.setter
+    def forward_func(self, forward_func: Callable) -> None:
+        self._forward_func = forward_func
+        self._call = model_caller(forward_func)
 
     # -- chunking ---------------------------------------------------------------------------
     def _windows(self, specs: Iterable[Any]) -> Iterator[list[tuple[int, Any]]]:
@@ -175,7 +186,7 @@ class PerturbationEngine:
     def _forward(self, specs: Sequence[Any], collate: Collate) -> Tensor:
         args = tuple(_to_device(a, self.device) for a in collate(specs))
         with torch.inference_mode(), self._autocast_context():
-            out = output_logits(self.forward_func(*args))
+            out = output_logits(self._call(*args))
         self.stats.forward_passes += 1
         self.stats.rows += len(specs)
         if out.dim() == 0 or out.shape[0] != len(specs):

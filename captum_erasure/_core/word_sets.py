@@ -14,6 +14,7 @@ from captum_erasure._core.engine import (
     Row,
     engine_for_call,
 )
+from captum_erasure._core.forwards import pad_token_id_of, require_pad_token_id
 from captum_erasure._core.inputs import (
     baseline_token_ids,
     check_token_ids,
@@ -38,20 +39,23 @@ class SetEvaluator:
 
     @classmethod
     def for_method(cls, method: Any, input_ids: Tensor, attention_mask: Tensor,
-                   feature_mask: Tensor, pad_token_id: int,
+                   feature_mask: Tensor, pad_token_id: int | None,
                    show_progress: bool) -> "SetEvaluator":
         """The evaluator a flip method's options ask for (its forward, mode, baseline token,
-        output kind and batching)."""
-        baseline = method.baseline_token
+        output kind and batching); ``pad_token_id`` ``None``: the method's, else the model's
+        (and the pad id is the baseline token unless the method has one)."""
+        if pad_token_id is None:
+            pad_token_id = getattr(method, "pad_token_id", None)
         return cls(method.forward_func, input_ids, attention_mask, feature_mask,
-                   mode=method.mode, baseline_id=pad_token_id if baseline is None else baseline,
+                   mode=method.mode, baseline_id=method.baseline_token,
                    pad_token_id=pad_token_id, output=method.output, batch_size=method.batch_size,
                    max_tokens=method.max_tokens, device=method.device, autocast=method.autocast,
                    show_progress=show_progress, method=type(method).__name__)
 
     def __init__(self, forward_func: Callable, input_ids: Tensor, attention_mask: Tensor,
-                 feature_mask: Tensor, *, mode: str = "delete", baseline_id: int = 0,
-                 pad_token_id: int = 0, output: str = "logits", batch_size: int | None = None,
+                 feature_mask: Tensor, *, mode: str = "delete",
+                 baseline_id: int | None = None, pad_token_id: int | None = None,
+                 output: str = "logits", batch_size: int | None = None,
                  max_tokens: int | None = None, device: torch.device | str | None = None,
                  autocast: bool | torch.dtype = False, show_progress: bool = False,
                  engine: PerturbationEngine | None = None, method: str = "SetEvaluator") -> None:
@@ -69,6 +73,14 @@ class SetEvaluator:
         # only the attended columns reach the model (collate drops shared right padding).
         model = engine.forward_func if engine is not None else forward_func
         check_token_ids(input_ids, model, attention_mask)
+        # delete re-packs rows (right padding); replace falls back on the pad id as baseline
+        pad_token_id = pad_token_id_of(model, None, pad_token_id)
+        if mode == "delete" or (mode == "replace" and baseline_id is None):
+            pad_token_id = require_pad_token_id(model, None, pad_token_id, needed_for=(
+                f"{method} mode={mode!r}" + (" without a baseline token" if mode == "replace"
+                                             else " (re-packed rows are right-padded)")))
+        if mode == "replace" and baseline_id is None:
+            baseline_id = pad_token_id
         if mode == "replace":
             baseline_token_ids(baseline_id, input_ids, model_limits(model)[1])
         self.method = method

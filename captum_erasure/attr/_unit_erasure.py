@@ -19,6 +19,7 @@ from captum_erasure._core.engine import (
     engine_for_call,
     score_erasures,
 )
+from captum_erasure._core.forwards import model_caller
 from captum_erasure._core.hooks import first_tensor, zeroing
 from captum_erasure._core.inputs import (
     NO_TARGET,
@@ -229,13 +230,15 @@ class UnitErasureBase(UsesEngine, PerturbationAttribution):
                 masks[layer][i, row.data.unit] = 0.0
             return (masks, *forward_args(examples))
 
+        call = model_caller(self.forward_func)
+
         def forward_with_erased_units(masks: list[Tensor | None], *args: Any) -> Any:
             seen = [False] * len(modules)
             handles = [m.register_forward_hook(self._watch(i, names[i], widths, seen))
                        for i, m in enumerate(modules)]
             try:
                 with zeroing(modules, masks, over="units"):
-                    out = self.forward_func(*args)
+                    out = call(*args)
             finally:
                 for handle in handles:
                     handle.remove()

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from captum_erasure._core.engine import EngineStats, Row, output_logits
+from captum_erasure._core.forwards import model_caller
 from captum_erasure._core.hooks import input_embeddings
 from captum_erasure._core.inputs import ForwardArgs, as_extra_args, attribute_inputs, unpack_batch
 from captum_erasure._core.options import EngineOptions, UsesEngine, attribute_call
@@ -160,7 +161,7 @@ class DiffMask(UsesEngine, PerturbationAttribution):
         """The unmasked forward: its outputs and the gates' inputs (one tensor per gate)."""
         store: list[list[Tensor]] = [[] for _ in self._read_modules()]
         with capturing(self._read_modules(), store):
-            out = output_logits(self.forward_func(ids, *extra))
+            out = output_logits(model_caller(self.forward_func)(ids, *extra))
         states = [s[0] for s in store]
         if self.mode == "input":
             e = states[0]
@@ -170,7 +171,7 @@ class DiffMask(UsesEngine, PerturbationAttribution):
     def _masked(self, ids: Tensor, extra: Sequence[Any], keep: Tensor) -> Tensor:
         probe = self._fitted()
         with replacing(self._masked_module(), lambda v: probe.apply(v, keep)):
-            return output_logits(self.forward_func(ids, *extra))
+            return output_logits(model_caller(self.forward_func)(ids, *extra))
 
     def _fitted(self) -> GateProbe:
         if self.probe is None:

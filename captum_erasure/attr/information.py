@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from captum_erasure._core.engine import EngineStats
+from captum_erasure._core.forwards import model_caller
 from captum_erasure._core.hooks import encoder_layers, first_tensor, input_embeddings
 from captum_erasure._core.inputs import as_extra_args, attribute_inputs
 from captum_erasure._core.options import EngineOptions, UsesEngine, attribute_call
@@ -337,7 +338,7 @@ class WordInformation(UsesEngine, PerturbationAttribution):
             else:
                 stack.enter_context(nullcontext())
             try:
-                self.forward_func(ids, *extra)
+                model_caller(self.forward_func)(ids, *extra)
             except _Reached:
                 pass
         stats.forward_passes += 1

@@ -36,6 +36,7 @@ from captum_erasure._core.engine import (
     Row,
     output_logits,
 )
+from captum_erasure._core.forwards import model_caller, pad_token_id_of
 from captum_erasure._core.hooks import input_embeddings
 from captum_erasure._core.inputs import (
     attribute_inputs,
@@ -246,7 +247,7 @@ class InputReduction(UsesEngine, PerturbationAttribution):
             handle = embedding.register_forward_hook(keep_output)
             try:
                 with torch.enable_grad():
-                    out = self.forward_func(ids.to(device), attention.to(device))
+                    out = model_caller(self.forward_func)(ids.to(device), attention.to(device))
                     logp = log_probs(output_logits(out), self.output)
                     picked = torch.tensor(labels[start:start + len(part)], device=logp.device)
                     nll = -logp.gather(1, picked[:, None]).sum()
@@ -265,17 +266,16 @@ class InputReduction(UsesEngine, PerturbationAttribution):
                 results.append(words)
         return results
 
-    def _pad_id(self, pad_token_id: int | None) -> int:
-        """The pad id of a tensor call: ``attribute``'s argument, else the constructor's, else 0."""
-        if pad_token_id is not None:
-            return int(pad_token_id)
-        return 0 if self.pad_token_id is None else int(self.pad_token_id)
+    def _pad_id(self, pad_token_id: int | None, tokenizer: Any = None) -> int | None:
+        """The call's pad id, else the constructor's, else the model's or ``tokenizer``'s."""
+        explicit = self.pad_token_id if pad_token_id is None else pad_token_id
+        return pad_token_id_of(self.forward_func, tokenizer, explicit)
 
     def _budget(self, max_evaluations: int | None) -> int:
         return check_positive_int("max_evaluations", self.max_evaluations
                                   if max_evaluations is None else max_evaluations)
 
-    def _evaluator(self, ids: Tensor, attention: Tensor, mask: Tensor, pad_token_id: int,
+    def _evaluator(self, ids: Tensor, attention: Tensor, mask: Tensor, pad_token_id: int | None,
                    show_progress: bool) -> SetEvaluator:
         return SetEvaluator.for_method(self, ids, attention, mask, self._pad_id(pad_token_id),
                                        show_progress)
@@ -303,7 +303,7 @@ class InputReduction(UsesEngine, PerturbationAttribution):
                                truncate=truncate, units=units)
         with eval_mode(model):
             evaluator = self._evaluator(encoded.input_ids, encoded.attention_mask,
-                                        encoded.feature_mask, tokenizer.pad_token_id,
+                                        encoded.feature_mask, self._pad_id(None, tokenizer),
                                         show_progress)
             best, original, labels, stopped = self._run(evaluator, None, beam_size,
                                                         importance, min_confidence, budget, 1)
@@ -312,7 +312,8 @@ class InputReduction(UsesEngine, PerturbationAttribution):
                               return_token_type_ids=False, truncation=False)
             verifier = SetEvaluator(self.forward_func, again["input_ids"],
                                     again["attention_mask"], word_feature_mask(again),
-                                    output=self.output, engine=evaluator.engine)
+                                    pad_token_id=evaluator.pad_token_id, output=self.output,
+                                    engine=evaluator.engine)
             checked = verifier.evaluate([(b, ()) for b in range(len(encoded))],
                                         desc="verification")
         results = []

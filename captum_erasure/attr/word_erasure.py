@@ -27,6 +27,7 @@ from captum_erasure._core.engine import (
     engine_for_call,
     score_erasures,
 )
+from captum_erasure._core.forwards import model_caller, require_pad_token_id
 from captum_erasure._core.hooks import input_embeddings, zeroing
 from captum_erasure._core.inputs import (
     ForwardArgs,
@@ -85,15 +86,18 @@ class WordErasure(UsesEngine, FeatureAblation):
     - ``"zero"``: the token's input embedding vector set to 0 (needs ``embedding_layer`` unless
       the model has ``get_input_embeddings``).
 
-    The forward is called as ``forward_func(input_ids, *additional_forward_args)`` and must
+    The forward is called as ``forward_func(input_ids, *additional_forward_args)``, a Hugging
+    Face model with keywords (``input_ids=``, ``attention_mask=``; see
+    :func:`~captum_erasure._core.forwards.model_caller`), and must
     return ``(rows, n_classes)`` logits (or ``output=`` ``"probs"``/``"log_probs"``), or an HF
     output with ``.logits``. ``additional_forward_args[attention_mask_index]`` is the attention
     mask. Other forward arguments shaped like the inputs (e.g. ``token_type_ids``) are treated
     per token (and re-packed in delete mode); tensors with one row per example are repeated per
     perturbation; anything else is passed unchanged.
 
-    ``pad_token_id`` (default 0) fills the right padding of re-packed rows in delete mode; it is
-    always under a zero attention mask.
+    ``pad_token_id`` fills the right padding of re-packed rows in delete mode (always under a
+    zero attention mask); default: the model's ``config.pad_token_id``, and a ValueError in
+    delete mode when there is none (see :func:`~captum_erasure._core.forwards.pad_token_id_of`).
 
     ``feature_mask`` groups tokens into words (see :func:`captum_erasure.word_feature_mask`);
     tokens with a negative id are never erased and get attribution 0. Without a mask every
@@ -114,7 +118,7 @@ class WordErasure(UsesEngine, FeatureAblation):
     """
 
     def __init__(self, forward_func: Callable, *, attention_mask_index: int = 0,
-                 pad_token_id: int = 0, embedding_layer: nn.Module | None = None,
+                 pad_token_id: int | None = None, embedding_layer: nn.Module | None = None,
                  options: EngineOptions | None = None, **engine_options: Any) -> None:
         super().__init__(forward_func)
         self.options = EngineOptions.resolve(type(self).__name__, options, engine_options)
@@ -360,6 +364,9 @@ class WordErasure(UsesEngine, FeatureAblation):
                              mode: str) -> tuple[Callable, Callable]:
         """``base``: the replacement ids shaped like the inputs (replace mode only)."""
         inputs_cpu = inputs.cpu()
+        pad = require_pad_token_id(self.forward_func, None, self.pad_token_id, needed_for=(
+            f"{type(self).__name__} mode='delete' (re-packed rows are right-padded)")) \
+            if mode == "delete" else None
         forward_args = ForwardArgs(extra, inputs.shape)
         am_idx = self.attention_mask_index
         if attention is not None:
@@ -386,7 +393,7 @@ class WordErasure(UsesEngine, FeatureAblation):
                 token_args = forward_args.token_indices
                 ids, *moved = delete_and_repack(
                     keep, [ids] + [args[i] for i in token_args],
-                    [self.pad_token_id] + [0] * len(token_args))
+                    [pad] + [0] * len(token_args))
                 for i, moved_arg in zip(token_args, moved):
                     args[i] = moved_arg
             elif mode == "zero":
@@ -400,9 +407,11 @@ class WordErasure(UsesEngine, FeatureAblation):
             raise ValueError("mode='zero' needs the embedding module: pass embedding_layer= "
                              "(or use a model with get_input_embeddings())")
 
+        call = model_caller(self.forward_func)
+
         def forward_with_zeroed_vectors(keep: Tensor, *args: Any) -> Any:
             with zeroing([embedding], [keep], over="positions"):
-                return self.forward_func(*args)
+                return call(*args)
 
         return collate, forward_with_zeroed_vectors
 

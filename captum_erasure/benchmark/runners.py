@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from captum_erasure._core.forwards import model_caller
 from captum_erasure.benchmark.examples import (
     Example,
     align_split_words,
@@ -77,7 +78,7 @@ class MethodContext:
         """Probabilities of the model on word pieces, with the example's specials around."""
         prefix = example.ids[:example.body.start]
         suffix = example.ids[example.body.stop:]
-        model = self.model
+        model = model_caller(self.model)
 
         def forward(body: Tensor) -> Tensor:
             rows = body.shape[0]

@@ -7,6 +7,7 @@ from captum_erasure.explain.report import (
            format_table,
            markdown_table,
 )
+from captum_erasure.explain.scales import ColourScale, colour_scale, display_values, symlog
 from captum_erasure.explain.texts import (
            TextExplanation,
            explain_texts,
@@ -14,4 +15,5 @@ from captum_erasure.explain.texts import (
 )
 
 __all__ = ["TextExplanation", "explain_texts", "iter_explanations", "explanations_to_frame",
-           "format_table", "markdown_table", "CorpusImportance", "corpus_word_importance"]
+           "format_table", "markdown_table", "CorpusImportance", "corpus_word_importance",
+           "ColourScale", "colour_scale", "display_values", "symlog"]

@@ -6,6 +6,15 @@ importance is the mean over its occurrences. Texts are streamed group by group, 
 statistics per word type plus a bounded heap of the most negative occurrences are kept, so memory
 is O(vocabulary + keep_negative) whatever the corpus size.
 
+The mean is the paper's statistic but Eq. 1 is unbounded above: one occurrence in a text the
+model is sure about can score 60 and carry a word type's mean. Tables therefore also give a
+robust statistic and rank by it unless asked otherwise (``rank_by``): ``shrunk``, the mean of
+the scores on a symlog scale (``sign(s) ln(1 + |s|)``, :func:`.scales.symlog`) pulled towards
+the corpus-wide symlog mean by ``prior_count`` pseudo-occurrences, then mapped back to score
+units. One huge occurrence then counts like a large one, not like sixty typical ones, and a
+word seen once is pulled most of the way to the corpus mean. Sums of symlog scores are kept
+exactly like the other sums, so memory stays flat and merges stay exact.
+
 The per-type sums are exact (integers in units of float64's smallest step), so partial results
 of parts of a corpus merge (:meth:`CorpusImportance.merge`) into exactly the statistics one pass
 over the whole corpus gives: the mean and std do not depend on how the corpus was split.
@@ -24,9 +33,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from captum_erasure.explain.report import markdown_table
+from captum_erasure.explain.scales import symlog, symlog_inverse
 from captum_erasure.explain.texts import TextExplanation, iter_explanations
 
-TABLE_COLUMNS = ["word", "mean", "std", "count", "min", "max", "examples"]
+TABLE_COLUMNS = ["word", "shrunk", "mean", "std", "count", "min", "max", "examples"]
+RANKINGS = ("shrunk", "mean")
+DEFAULT_PRIOR_COUNT = 3
 
 
 OCCURRENCE_COLUMNS = ["word", "score", "position", "sentence", "gold", "gold_label",
@@ -52,6 +64,7 @@ class WordStats:
     count: int = 0
     total: int = 0                  # sum of scores, in units of 2**-1074
     total_sq: int = 0               # sum of squared scores, in units of 2**-2148
+    total_symlog: int = 0           # sum of symlog(score), in units of 2**-1074
     min: float = math.inf
     max: float = -math.inf
     examples: list[str] = field(default_factory=list)
@@ -61,6 +74,7 @@ class WordStats:
         self.count += 1
         self.total += value
         self.total_sq += square
+        self.total_symlog += _exact(float(symlog(score)))[0]
         self.min = min(self.min, score)
         self.max = max(self.max, score)
 
@@ -69,6 +83,7 @@ class WordStats:
         self.count += other.count
         self.total += other.total
         self.total_sq += other.total_sq
+        self.total_symlog += other.total_symlog
         self.min = min(self.min, other.min)
         self.max = max(self.max, other.max)
         for text in other.examples:
@@ -81,6 +96,15 @@ class WordStats:
     def mean(self) -> float:
         """The mean, correctly rounded from the exact sum (NaN before any score)."""
         return self.total / (self.count << _UNIT_BITS) if self.count else math.nan
+
+    def shrunk(self, prior_count: float, prior_symlog_total: int, prior_n: int) -> float:
+        """The symlog mean with ``prior_count`` pseudo-occurrences at the corpus-wide symlog
+        mean (``prior_symlog_total / prior_n``, exact units), in score units."""
+        if self.count == 0 or prior_n == 0:
+            return math.nan
+        prior = prior_count * (prior_symlog_total / (prior_n << _UNIT_BITS))
+        mean = (self.total_symlog / (1 << _UNIT_BITS) + prior) / (self.count + prior_count)
+        return float(symlog_inverse(mean))
 
     @property
     def m2(self) -> float:
@@ -103,14 +127,18 @@ class CorpusImportance:
 
     Filled by :func:`corpus_word_importance` (or :meth:`add` for explanations computed
     elsewhere). ``lowercase`` folds word types; ``min_count`` is the default frequency cut-off
-    for the tables.
+    for the tables, ``rank_by`` their default order (``"shrunk"`` or ``"mean"``) and
+    ``prior_count`` the pseudo-occurrences of the ``shrunk`` statistic (module docstring).
     """
 
     def __init__(self, *, lowercase: bool = True, min_count: int = 1, examples_per_word: int = 3,
                  keep_negative: int = 200, score_name: str = "eq1", mode: str = "delete",
-                 target: Any = "predicted") -> None:
+                 target: Any = "predicted", rank_by: str = "shrunk",
+                 prior_count: float = DEFAULT_PRIOR_COUNT) -> None:
         if keep_negative < 0 or examples_per_word < 0 or min_count < 1:
             raise ValueError("keep_negative and examples_per_word must be >= 0, min_count >= 1")
+        self.rank_by = _check_rank_by(rank_by)
+        self.prior_count = _check_prior_count(prior_count)
         self.lowercase = lowercase
         self.min_count = min_count
         self.examples_per_word = examples_per_word
@@ -184,28 +212,61 @@ class CorpusImportance:
         return self
 
     # -- views ------------------------------------------------------------------------------
-    def table(self, min_count: int | None = None) -> pd.DataFrame:
-        """One row per word type seen at least ``min_count`` times, by mean score descending."""
+    def _prior(self) -> tuple[int, int]:
+        return sum(s.total_symlog for s in self.stats.values()), \
+            sum(s.count for s in self.stats.values())
+
+    def _row(self, word: str, stats: WordStats, prior_count: float,
+             prior: tuple[int, int]) -> dict:
+        return dict(word=word, shrunk=stats.shrunk(prior_count, *prior), mean=stats.mean,
+                    std=stats.std, count=stats.count, min=stats.min, max=stats.max,
+                    examples=list(stats.examples))
+
+    def table(self, min_count: int | None = None, rank_by: str | None = None,
+              prior_count: float | None = None) -> pd.DataFrame:
+        """One row per word type seen at least ``min_count`` times, by ``rank_by`` descending
+        (default: this object's ``rank_by``, ``"shrunk"`` unless set; Li et al. rank by
+        ``"mean"``). Columns: ``shrunk`` (robust, see the module docstring), ``mean`` and
+        ``std`` of the scores, ``count``, ``min``, ``max`` and example sentences."""
         min_count = self.min_count if min_count is None else min_count
-        rows = [dict(word=w, mean=s.mean, std=s.std, count=s.count, min=s.min, max=s.max,
-                     examples=list(s.examples))
+        rank_by = _check_rank_by(self.rank_by if rank_by is None else rank_by)
+        prior_count = _check_prior_count(
+            self.prior_count if prior_count is None else prior_count)
+        prior = self._prior()
+        rows = [self._row(w, s, prior_count, prior)
                 for w, s in self.stats.items() if s.count >= min_count]
         frame = pd.DataFrame(rows, columns=TABLE_COLUMNS)
-        frame = frame.sort_values(["mean", "count", "word"], ascending=[False, False, True],
+        frame = frame.sort_values([rank_by, "count", "word"], ascending=[False, False, True],
                                   kind="stable")
         return frame.reset_index(drop=True)
 
-    def top_positive(self, n: int = 20, min_count: int | None = None) -> pd.DataFrame:
-        """The ``n`` types with the largest positive mean (Li et al. Table 1)."""
-        frame = self.table(min_count)
-        return frame[frame["mean"] > 0].head(n).reset_index(drop=True)
+    def top_positive(self, n: int = 20, min_count: int | None = None,
+                     rank_by: str | None = None) -> pd.DataFrame:
+        """The ``n`` types with the largest positive ``rank_by`` statistic (Li et al. Table 1
+        with ``rank_by="mean"``)."""
+        rank_by = _check_rank_by(self.rank_by if rank_by is None else rank_by)
+        frame = self.table(min_count, rank_by)
+        return frame[frame[rank_by] > 0].head(n).reset_index(drop=True)
 
-    def top_negative(self, n: int = 20, min_count: int | None = None) -> pd.DataFrame:
-        """The ``n`` types with the most negative mean, most negative first."""
-        frame = self.table(min_count)
-        frame = frame[frame["mean"] < 0].sort_values(["mean", "count", "word"],
-                                                     ascending=[True, False, True], kind="stable")
+    def top_negative(self, n: int = 20, min_count: int | None = None,
+                     rank_by: str | None = None) -> pd.DataFrame:
+        """The ``n`` types with the most negative ``rank_by`` statistic, most negative first."""
+        rank_by = _check_rank_by(self.rank_by if rank_by is None else rank_by)
+        frame = self.table(min_count, rank_by)
+        frame = frame[frame[rank_by] < 0].sort_values([rank_by, "count", "word"],
+                                                      ascending=[True, False, True],
+                                                      kind="stable")
         return frame.head(n).reset_index(drop=True)
+
+    def ranking_note(self, min_count: int | None = None, rank_by: str | None = None) -> str:
+        """One sentence saying how the tables are ranked, for captions and Markdown files."""
+        min_count = self.min_count if min_count is None else min_count
+        rank_by = _check_rank_by(self.rank_by if rank_by is None else rank_by)
+        how = (f"shrunk = symlog mean of the {self.score_name} scores with {self.prior_count:g} "
+               "pseudo-occurrences at the corpus symlog mean, in score units"
+               if rank_by == "shrunk" else f"mean {self.score_name} score, as in Li et al.")
+        return (f"Ranked by {rank_by} ({how}); word types seen at least {min_count} times; "
+                f"{self.n_occurrences} occurrences in {self.n_texts} texts.")
 
     def negative_occurrences(self, n: int | None = None) -> pd.DataFrame:
         """The most negative single occurrences (Li et al. Table 2), most negative first:
@@ -218,11 +279,11 @@ class CorpusImportance:
         """Statistics of one word type (Li et al. Table 3); NaN and count 0 if never seen."""
         stats = self.stats.get(self.key(word))
         if stats is None:
-            return pd.Series(dict(word=word, mean=math.nan, std=math.nan, count=0,
-                                  min=math.nan, max=math.nan, examples=[]))[TABLE_COLUMNS]
-        return pd.Series(dict(word=self.key(word), mean=stats.mean, std=stats.std,
-                              count=stats.count, min=stats.min, max=stats.max,
-                              examples=list(stats.examples)))[TABLE_COLUMNS]
+            return pd.Series(dict(word=word, shrunk=math.nan, mean=math.nan, std=math.nan,
+                                  count=0, min=math.nan, max=math.nan,
+                                  examples=[]))[TABLE_COLUMNS]
+        return pd.Series(self._row(self.key(word), stats, self.prior_count,
+                                   self._prior()))[TABLE_COLUMNS]
 
     def words(self, words: Iterable[str]) -> pd.DataFrame:
         """:meth:`word` for several words, in the order given (Table 3 for chosen words)."""
@@ -236,12 +297,15 @@ class CorpusImportance:
         table = self.table(min_count)
         table["examples"] = table["examples"].map(" || ".join)
         frames = {"word_importance": table, "negative_occurrences": self.negative_occurrences()}
+        notes = {"word_importance": self.ranking_note(min_count),
+                 "negative_occurrences": "Single occurrences, most negative first."}
         paths = {}
         for name, frame in frames.items():
             paths[f"{name}.csv"] = folder / f"{name}.csv"
             frame.to_csv(paths[f"{name}.csv"], index=False)
             paths[f"{name}.md"] = folder / f"{name}.md"
-            paths[f"{name}.md"].write_text(markdown_table(frame) + "\n", encoding="utf-8")
+            paths[f"{name}.md"].write_text(f"{notes[name]}\n\n{markdown_table(frame)}\n",
+                                           encoding="utf-8")
         return paths
 
     def __repr__(self) -> str:
@@ -250,11 +314,24 @@ class CorpusImportance:
                 f"mode={self.mode!r}, target={self.target!r})")
 
 
+def _check_rank_by(rank_by: str) -> str:
+    if rank_by not in RANKINGS:
+        raise ValueError(f"rank_by must be one of {RANKINGS}, got {rank_by!r}")
+    return rank_by
+
+
+def _check_prior_count(prior_count: float) -> float:
+    if not (math.isfinite(prior_count) and prior_count >= 0):
+        raise ValueError(f"prior_count must be a finite number >= 0, got {prior_count!r}")
+    return prior_count
+
+
 def corpus_word_importance(model: nn.Module, tokenizer: Any, texts: Iterable[str],
                            labels: Iterable[Any] | None = None, *, target: Any = None,
                            score: str = "eq1", mode: str = "delete", texts_per_call: int = 64,
                            min_count: int = 1, lowercase: bool = True,
                            examples_per_word: int = 3, keep_negative: int = 200,
+                           rank_by: str = "shrunk", prior_count: float = DEFAULT_PRIOR_COUNT,
                            show_progress: bool = True,
                            **explain_kwargs: Any) -> CorpusImportance:
     """Mean erasure importance of every word type over a corpus (Li et al. Tables 1-3) and the
@@ -267,6 +344,8 @@ def corpus_word_importance(model: nn.Module, tokenizer: Any, texts: Iterable[str
         score, mode: as in :func:`~captum_erasure.explain.explain_texts`; each occurrence is
             erased separately and the per-occurrence scores averaged per type.
         min_count: default frequency cut-off for the tables.
+        rank_by, prior_count: default order of the tables (``"shrunk"``, robust to single
+            huge scores, or ``"mean"`` as in the paper) and the shrinkage's pseudo-count.
         lowercase: fold word types to lower case.
         examples_per_word: example sentences kept per type.
         keep_negative: how many of the most negative occurrences are kept.
@@ -277,7 +356,8 @@ def corpus_word_importance(model: nn.Module, tokenizer: Any, texts: Iterable[str
         target = "gold" if labels is not None else "predicted"
     result = CorpusImportance(lowercase=lowercase, min_count=min_count,
                               examples_per_word=examples_per_word, keep_negative=keep_negative,
-                              score_name=score, mode=mode, target=target)
+                              score_name=score, mode=mode, target=target, rank_by=rank_by,
+                              prior_count=prior_count)
     explanations = iter_explanations(model, tokenizer, texts, labels=labels, target=target,
                                      score=score, mode=mode, texts_per_call=texts_per_call,
                                      **explain_kwargs)

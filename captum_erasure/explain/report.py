@@ -7,6 +7,7 @@ from typing import Sequence
 
 import pandas as pd
 
+from captum_erasure.explain.scales import colour_scale
 from captum_erasure.explain.texts import TextExplanation
 
 
@@ -26,41 +27,45 @@ def explanations_to_frame(explanations: Sequence[TextExplanation]) -> pd.DataFra
     return pd.DataFrame(rows, columns=columns)
 
 
-def _bar(score: float, scale: float, width: int = 20) -> str:
-    if not math.isfinite(score) or scale <= 0:
+BAR_WIDTH = 20
+
+
+def _bar(value: float, scale: float, width: int = BAR_WIDTH) -> str:
+    if not math.isfinite(value) or scale <= 0:
         return ""
-    return ("+" if score > 0 else "-") * round(width * min(abs(score) / scale, 1.0))
+    return ("+" if value > 0 else "-") * round(width * min(abs(value) / scale, 1.0))
 
 
-def format_table(explanations: Sequence[TextExplanation], digits: int = 3) -> str:
-    """A plain-text report: one block per text, one line per word with its score and a bar
-    scaled to the text's largest absolute score (``+``: erasing the word hurts the target)."""
-    blocks = []
+def format_table(explanations: Sequence[TextExplanation], digits: int = 3, *,
+                 values: str = "score", per_text: bool = False) -> str:
+    """A plain-text report: a line saying what the bars mean, then one block per text, one
+    line per word with its score and a bar (``+``: erasing the word hurts the target). Bars
+    share one scale across the texts (20 characters = the largest ``|value|`` of all texts)
+    unless ``per_text``; ``values`` as in :func:`~captum_erasure.explain.plots.plot_word_heatmap`
+    (a column with the shown value is added when it is not the score)."""
+    if not explanations:
+        return ""
+    scale = colour_scale(explanations, values, per_text)
+    full = "+" * BAR_WIDTH
+    if per_text:
+        legend = f"bars: {scale.meaning()}, scaled per text ({full} = the text's largest |value|)"
+    else:
+        legend = f"bars: {scale.meaning()}, one scale for all texts ({full} = {scale.limit:.3g})"
+    blocks = [legend]
     for i, e in enumerate(explanations):
         gold = "" if e.gold is None else f"  gold: {e.gold_label}"
+        own = f"  [bar scale {scale.limits[i]:.3g}]" if per_text else ""
         head = (f"[{i}] {e.text}\n    predicted: {e.predicted_label} (p={e.probability:.3f})"
                 f"  target: {e.target_label} (p={e.target_probability:.3f}){gold}"
-                f"  [{e.score_name}, {e.mode}]")
-        finite = [abs(s) for s in e.scores if math.isfinite(s)]
-        scale = max(finite, default=0.0)
+                f"  [{e.score_name}, {e.mode}]{own}")
         width = max((len(w) for w in e.words), default=0)
-        lines = [f"    {w:<{width}}  {s:>+{digits + 7}.{digits}f}  {_bar(s, scale)}".rstrip()
-                 for w, s in zip(e.words, e.scores)]
+        lines = []
+        for w, s, v in zip(e.words, e.scores, scale.shown[i]):
+            shown = "" if values == "score" else f"  {v:>+{digits + 7}.{digits}f}"
+            lines.append(f"    {w:<{width}}  {s:>+{digits + 7}.{digits}f}{shown}  "
+                         f"{_bar(v, scale.limits[i])}".rstrip())
         blocks.append("\n".join([head, *lines]))
     return "\n\n".join(blocks)
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def markdown_table(frame: pd.DataFrame) -> str:

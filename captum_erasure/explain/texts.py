@@ -17,6 +17,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import torch
 from torch import nn
 
+from captum_erasure._core.forwards import pad_token_id_of
 from captum_erasure._core.scores import check_score
 from captum_erasure._core.text import (
     check_model_and_tokenizer,
@@ -141,7 +142,7 @@ def iter_explanations(model: nn.Module, tokenizer: Any, texts: Iterable[str], *,
     baseline = _baseline_id(tokenizer, baseline_token, mode)
     limit = max_tokens_of(model, tokenizer, max_length)
     explainer = WordErasure(model, batch_size=batch_size, device=device,
-                            pad_token_id=tokenizer.pad_token_id)
+                            pad_token_id=pad_token_id_of(model, tokenizer))
     settings = dict(model=model, tokenizer=tokenizer, explainer=explainer, target=target,
                     score=score, mode=mode, baseline=baseline, limit=limit, truncate=truncate,
                     n_classes=n_classes, units=units, show_progress=show_progress)
@@ -233,8 +234,9 @@ def explain_texts(model: nn.Module, tokenizer: Any, texts: Iterable[str], *,
     """Erasure importance of every word of every text for an HF sequence classifier.
 
     Args:
-        model: a sequence-classification model called as ``model(input_ids, attention_mask)``
-            and returning ``.logits``. It is evaluated in eval mode (restored afterwards).
+        model: a sequence-classification model, called with keywords (``input_ids=``,
+            ``attention_mask=``) and returning ``.logits``; re-packed rows are padded with
+            its ``config.pad_token_id``, else the tokenizer's. It is evaluated in eval mode (restored afterwards).
         tokenizer: the model's fast tokenizer (words come from its ``word_ids``: the pieces of
             one word are one feature; special tokens are never erased).
         texts: the texts; a single string is one text.

@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel
 
 from captum_erasure._core.engine import EngineStats
+from captum_erasure._core.forwards import model_caller
 from captum_erasure.metrics.faithfulness import removal_curves
 
 MASKING_FRACTIONS = tuple(i / 10 for i in range(11))
@@ -187,14 +188,15 @@ def model_activations(model: nn.Module, input_ids: Tensor, attention_mask: Tenso
 
     with torch.inference_mode():
         if modules is None and isinstance(model, PreTrainedModel):
-            states = model(input_ids, attention_mask, output_hidden_states=True).hidden_states
+            states = model(input_ids=input_ids, attention_mask=attention_mask,
+                           output_hidden_states=True).hidden_states
             return torch.cat([pooled(h) for h in states], 1)
         if modules is None:
             modules = [m for m in model.children()
                        if not isinstance(m, (nn.Embedding, nn.Dropout))]
         handles = [m.register_forward_hook(keep) for m in modules]
         try:
-            model(input_ids, attention_mask)
+            model_caller(model)(input_ids, attention_mask)
         finally:
             for handle in handles:
                 handle.remove()

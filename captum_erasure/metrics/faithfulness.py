@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 
 from captum_erasure._core.engine import EngineStats, Row, engine_for_call
+from captum_erasure._core.forwards import require_pad_token_id
 from captum_erasure._core.inputs import (
     ForwardArgs,
     as_extra_args,
@@ -144,7 +145,7 @@ class _ErasedRows:
     """Collates rows ``Row(example, slot, length, data=frozenset of features to remove)``."""
 
     def __init__(self, inputs: Tensor, extra: tuple, features: Tensor, attention_index: int,
-                 mode: str, baseline_id: int | None, pad_token_id: int) -> None:
+                 mode: str, baseline_id: int | None, pad_token_id: int | None) -> None:
         if mode not in REMOVAL_MODES:
             raise ValueError(f"mode must be one of {REMOVAL_MODES}, got {mode!r}")
         if mode == "replace" and baseline_id is None:
@@ -192,7 +193,7 @@ def removal_curves(forward_func: Callable, inputs: Tensor, attributions: Tensor,
                    ks: str | Sequence[float] | Callable[[int], Sequence[int]] = "all",
                    keep: bool = False, target: Any = None, additional_forward_args: Any = None,
                    feature_mask: Tensor | None = None, mode: str = "delete",
-                   baseline_id: int | None = None, pad_token_id: int = 0,
+                   baseline_id: int | None = None, pad_token_id: int | None = None,
                    special_token_ids: Sequence[int] | None = None, tokenizer: Any = None,
                    output: str = "logits", attention_mask_index: int = 0,
                    batch_size: int | None = None, max_tokens: int | None = None,
@@ -204,6 +205,8 @@ def removal_curves(forward_func: Callable, inputs: Tensor, attributions: Tensor,
     example's feature count to its k values. The forward is called as
     ``forward_func(input_ids, *additional_forward_args)`` and returns ``output`` (``"logits"``,
     ``"probs"`` or ``"log_probs"``); the attention mask sits at ``attention_mask_index``.
+    ``pad_token_id`` fills re-packed rows in delete mode (default: the model's
+    ``config.pad_token_id``, else the ``tokenizer``'s; a ValueError when neither has one).
     Special tokens are never removed: they are ``special_token_ids`` (default: the
     ``tokenizer``'s), and without either a ``feature_mask`` must say which tokens are features.
     """
@@ -226,6 +229,9 @@ def removal_curves(forward_func: Callable, inputs: Tensor, attributions: Tensor,
         if not order:
             raise ValueError(f"example {example} has no feature to remove (empty text, only "
                              "special tokens, or a feature mask that excludes all)")
+    if mode == "delete":  # re-packed rows are right-padded
+        pad_token_id = require_pad_token_id(forward_func, tokenizer, pad_token_id,
+                                            needed_for="removal_curves mode='delete'")
     collate = _ErasedRows(inputs, extra, features, attention_mask_index, mode, baseline_id,
                           pad_token_id)
     n_examples = inputs.shape[0]

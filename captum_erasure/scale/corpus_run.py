@@ -433,7 +433,9 @@ def main(argv: list[str] | None = None) -> None:
         result = corpus_tables(source, min_count=args.min_count, **common)
         written = result.save(args.out)
         print(result)
-        print(result.top_positive(15)[["word", "mean", "std", "count"]].to_string(index=False))
+        print(result.ranking_note())
+        print(result.top_positive(15)[["word", "shrunk", "mean", "std", "count"]]
+              .to_string(index=False))
         print(f"wrote {', '.join(str(p) for p in written.values())}")
     else:
         print(f"wrote {explain_corpus(source, args.out / 'explanations.parquet', **common)}")

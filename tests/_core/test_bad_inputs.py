@@ -324,7 +324,8 @@ def test_input_reduction_stops_at_its_budget_with_the_best_verified_reduction():
     assert full.forward_passes > 400 and len(full.removal_path) > len(cut.removal_path)
     # as a Captum attribution (no verification row to keep)
     enc = tokenizer([text], return_tensors="pt")
-    method = InputReduction(model, importance="loo", beam_size=3, max_evaluations=400)
+    method = InputReduction(model, importance="loo", beam_size=3, max_evaluations=400,
+                            pad_token_id=tokenizer.pad_token_id)
     order = method.attribute(enc["input_ids"], additional_forward_args=(enc["attention_mask"],),
                              feature_mask=word_feature_mask(enc))
     [details] = method.last_result

@@ -87,7 +87,7 @@ def test_beam_reduces_at_least_as_much_as_greedy(tiny_model, tiny_tokenizer, imp
 
 def test_attribute_returns_the_removal_order(tiny_tokenizer):
     model = MarkerBag()
-    reducer = InputReduction(model, importance="loo")
+    reducer = InputReduction(model, importance="loo", pad_token_id=tiny_tokenizer.pad_token_id)
     assert isinstance(reducer, PerturbationAttribution)
     enc = tiny_tokenizer(["good great bad", "unbelievable good"], padding=True,
                          return_tensors="pt")

@@ -34,7 +34,7 @@ def test_eq1_exact_values_by_hand(mode):
     ids = torch.tensor([[1, 2, 3]])
     attn = torch.ones_like(ids)
     model = BagOfWords()
-    attr = WordErasure(model, embedding_layer=model.emb).attribute(
+    attr = WordErasure(model, embedding_layer=model.emb, pad_token_id=0).attribute(
         ids, target=0, additional_forward_args=(attn,), mode=mode)
     full = log_p0(3, 1)                      # logits [3, 1]
     erased = [log_p0(2, 1), log_p0(3, 0), log_p0(1, 1)]
@@ -49,7 +49,7 @@ def test_eq1_exact_values_by_hand(mode):
 
 def test_other_scores_by_hand():
     ids, attn = torch.tensor([[1, 2, 3]]), torch.ones(1, 3, dtype=torch.long)
-    method = WordErasure(BagOfWords())
+    method = WordErasure(BagOfWords(), pad_token_id=0)
     kwargs = dict(target=0, additional_forward_args=(attn,), mode="delete")
     full = log_p0(3, 1)
     erased = [log_p0(2, 1), log_p0(3, 0), log_p0(1, 1)]

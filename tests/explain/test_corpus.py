@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from captum_erasure.explain.corpus import CorpusImportance, WordStats, corpus_word_importance
-from captum_erasure.explain.texts import explain_texts
+from captum_erasure.explain.texts import TextExplanation, explain_texts
 
 CORPUS = [
     "the movie was good", "the film was bad", "not a good movie", "the plot was dull",
@@ -49,7 +49,8 @@ def test_means_equal_the_mean_of_per_occurrence_scores(importance, tiny_model, t
         else:
             assert math.isnan(row["std"])
     assert table.loc["good", "count"] == 8  # "Good" folded into "good", repeats counted
-    assert importance.table()["mean"].is_monotonic_decreasing
+    assert importance.table()["shrunk"].is_monotonic_decreasing  # the robust ranking
+    assert importance.table(rank_by="mean")["mean"].is_monotonic_decreasing  # the paper's
     assert importance.target == "gold"  # default when labels are given
 
 
@@ -103,11 +104,14 @@ def test_word_lookup_and_rankings(importance):
     assert chosen["word"].tolist() == ["dull", "masterpiece", "good"]
     assert math.isnan(chosen.loc[1, "mean"])
 
-    positive, negative = importance.top_positive(n=3), importance.top_negative(n=3)
+    positive = importance.top_positive(n=3, rank_by="mean")
+    negative = importance.top_negative(n=3, rank_by="mean")
     assert len(positive) <= 3 and (positive["mean"] > 0).all()
     assert positive["mean"].is_monotonic_decreasing
     assert (negative["mean"] < 0).all() and negative["mean"].is_monotonic_increasing
     assert len(negative) > 0 and negative.loc[0, "mean"] == table["mean"].min()
+    robust = importance.top_positive(n=3)
+    assert (robust["shrunk"] > 0).all() and robust["shrunk"].is_monotonic_decreasing
     frequent = importance.table(min_count=3)
     assert (frequent["count"] >= 3).all() and "good" in frequent["word"].tolist()
     assert (importance.top_positive(n=100, min_count=3)["count"] >= 3).all()
@@ -122,7 +126,11 @@ def test_save_writes_csv_and_markdown(importance, tmp_path):
     csv = pd.read_csv(paths["word_importance.csv"])
     assert csv["word"].tolist() == importance.table()["word"].tolist()
     markdown = paths["negative_occurrences.md"].read_text()
-    assert markdown.startswith("|") and "sentence" in markdown
+    assert markdown.startswith("Single occurrences, most negative first.\n\n|")
+    assert "sentence" in markdown
+    assert paths["word_importance.md"].read_text().startswith(
+        "Ranked by shrunk (shrunk = symlog mean of the eq1 scores with 3 pseudo-occurrences "
+        "at the corpus symlog mean, in score units); word types seen at least 1 times; ")
 
 
 def test_exact_sums_match_numpy_and_memory_is_bounded():
@@ -177,3 +185,50 @@ def test_merging_parts_in_order_equals_one_pass(importance, tiny_model, tiny_tok
     assert (merged.n_texts, merged.n_occurrences) == (one.n_texts, one.n_occurrences)
     with pytest.raises(ValueError, match="different settings"):
         merged.merge(CorpusImportance(lowercase=False))
+
+
+def hand_made(words_and_scores):
+    return TextExplanation(text=" ".join(w for w, _ in words_and_scores),
+                           words=[w for w, _ in words_and_scores],
+                           scores=[s for _, s in words_and_scores], predicted=1,
+                           predicted_label="pos", probability=0.9, target=1, target_label="pos",
+                           target_probability=0.9)
+
+
+def test_robust_ranking_is_not_carried_by_one_outlier():
+    """"spiky" scores 0.1 three times and 60 once (mean 15.075); "steady" scores 3 four times;
+    "once" scores 5 a single time; "the" scores 0 twenty times. The mean ranks spiky, once,
+    steady; the shrunk statistic ranks steady first and the single occurrence last."""
+    result = CorpusImportance(prior_count=3)
+    for spike in (0.1, 0.1, 0.1, 60.0):
+        result.add(hand_made([("spiky", spike), ("steady", 3.0)] + [("the", 0.0)] * 4))
+    result.add(hand_made([("once", 5.0), ("steady", float("nan"))] + [("the", 0.0)] * 4))
+    by_mean = result.table(rank_by="mean")
+    assert by_mean["word"].tolist() == ["spiky", "once", "steady", "the"]
+    assert by_mean.set_index("word").loc["spiky", "mean"] == pytest.approx(15.075)
+    # corpus symlog mean m over the 29 occurrences; shrunk = symlog^-1((sum + 3 m) / (n + 3))
+    ln = math.log
+    spiky, steady, once = 3 * ln(1.1) + ln(61), 4 * ln(4), ln(6)  # sums of ln(1 + score)
+    m = (spiky + steady + once) / 29
+    expected = {"steady": math.expm1((steady + 3 * m) / 7),
+                "spiky": math.expm1((spiky + 3 * m) / 7),
+                "once": math.expm1((once + 3 * m) / 4), "the": math.expm1(3 * m / 23)}
+    table = result.table()
+    assert table["word"].tolist() == ["steady", "spiky", "once", "the"]
+    for word, value in expected.items():
+        assert table.set_index("word").loc[word, "shrunk"] == pytest.approx(value, rel=1e-12)
+    assert result.top_positive(1)["word"].tolist() == ["steady"]
+    assert result.top_positive(1, rank_by="mean")["word"].tolist() == ["spiky"]
+    assert result.table(min_count=2)["word"].tolist() == ["steady", "spiky", "the"]
+    # prior_count 0: the plain symlog mean, back in score units (steady exactly 3)
+    plain = result.table(prior_count=0).set_index("word")["shrunk"]
+    assert plain["steady"] == pytest.approx(3.0, rel=1e-12)
+    assert plain["spiky"] == pytest.approx(math.expm1(spiky / 4), rel=1e-12)
+    assert result.word("spiky")["shrunk"] == pytest.approx(expected["spiky"], rel=1e-12)
+    assert result.ranking_note(min_count=2, rank_by="mean") == (
+        "Ranked by mean (mean eq1 score, as in Li et al.); word types seen at least 2 times; "
+        "29 occurrences in 5 texts.")
+    with pytest.raises(ValueError, match="rank_by must be one of"):
+        result.table(rank_by="median")
+    with pytest.raises(ValueError, match="prior_count must be a finite number >= 0"):
+        CorpusImportance(prior_count=-1)

@@ -246,3 +246,27 @@ def test_units_and_label_names(tiny_model, tiny_tokenizer):
     assert spaces.scores[0] == words.scores[0] and spaces.scores[1] not in words.scores
     [gold] = explain_texts(tiny_model, tiny_tokenizer, text, labels=["neu"], target="gold")
     assert gold.gold == gold.target == 1
+
+
+def test_format_table_shares_one_bar_scale_unless_per_text():
+    def one(words, scores):
+        return TextExplanation(text=" ".join(words), words=words, scores=scores, predicted=0,
+                               predicted_label="x", probability=0.9, target=0,
+                               target_label="x", target_probability=0.9)
+    texts = [one(["not", "bad"], [17.6, 8.8]), one(["heartfelt"], [0.116])]
+    shared = format_table(texts).splitlines()
+    assert shared[0].startswith("bars: eq1 score") and shared[0].endswith(
+        "one scale for all texts (++++++++++++++++++++ = 17.6)")
+    bars = {line.split()[0]: line.split()[-1] for line in shared if "+0." in line
+            or "+17" in line or "+8" in line}
+    assert bars == {"not": "+" * 20, "bad": "+" * 10, "heartfelt": "+0.116"}  # 0.116: no bar
+    per_text = format_table(texts, per_text=True)
+    assert "scaled per text" in per_text.splitlines()[0]
+    assert ["heartfelt", "+0.116", "+" * 20] in [line.split() for line in
+                                                 per_text.splitlines()]
+    assert "[bar scale 0.116]" in per_text
+    bounded = format_table(texts, values="prob_drop")
+    assert "bars: P(target) - P(target | word erased), one scale for all texts" in bounded
+    # shown value 0.9 (1 - 0.9**17.6) = 0.7591 next to the score, bar 0.7591 * 20 = 15 chars
+    rows = [line.split() for line in bounded.splitlines()]
+    assert ["not", "+17.600", "+0.759", "+" * 15] in rows

@@ -47,8 +47,8 @@ FONT_STYLESHEETS = "https://fonts.googleapis.com/css"
 def launcher_module() -> str:
     """The module the README's command 1 runs (``.venv/bin/python -m <module>``)."""
     readme = (REPO / "README.md").read_text()
-    match = re.search(r"```bash\n[^`]*?python -m ([\w.]+)", readme)
-    assert match, "README.md: no `python -m <module>` in its first bash block"
+    match = re.search(r"^bash \.ci/setup && \.venv/bin/python -m ([\w.]+)\s", readme, re.M)
+    assert match, "README.md: no `bash .ci/setup && .venv/bin/python -m <module>` line"
     return match.group(1)
 
 

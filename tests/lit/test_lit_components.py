@@ -87,11 +87,12 @@ def test_get_info_lists_ours_beside_lits_own(client):
     for name in GENERATORS + ["Ablation Flip", "Hotflip", "Word Replacer"]:
         assert name in info["generators"]
     # every config field is optional, and the Salience module sees a TokenSalience, signed
+    # except the reduction order (values in (0, 1], drawn on LIT's unsigned map)
     for name in OURS:
         spec = info["interpreters"][name]
         assert all(not field["required"] for field in spec["configSpec"].values())
         assert spec["metaSpec"]["saliency"]["__name__"] == "TokenSalience"
-        assert spec["metaSpec"]["saliency"]["signed"] is True
+        assert spec["metaSpec"]["saliency"]["signed"] is (name != REDUCTION_ORDER_NAME)
     for name in GENERATORS:
         assert all(not f["required"] for f in info["generators"][name]["configSpec"].values())
 
@@ -170,11 +171,11 @@ def test_flip_set_and_reduction_order_rows_mean_what_they_say(client, dataset, t
             assert label_of(" ".join(kept)) != label_of(text)
             checked += 1
         order = interpret(client, example["id"], REDUCTION_ORDER_NAME)["text"]
-        top = max(order["salience"])
-        survivors = [w for w, s in zip(order["tokens"], order["salience"]) if s == top]
-        assert label_of(" ".join(survivors)) == label_of(text)
-        assert sorted(order["salience"])[:-len(survivors)] == \
-            list(range(1, len(order["tokens"]) - len(survivors) + 1))
+        survivors = [w for w, s in zip(order["tokens"], order["salience"]) if s == 1.0]
+        assert survivors and label_of(" ".join(survivors)) == label_of(text)
+        # removed at step k of m: k / (m + 1), spread over (0, 1) for LIT's colour map
+        m = len(order["tokens"]) - len(survivors)
+        assert sorted(order["salience"])[:m] == [k / (m + 1) for k in range(1, m + 1)]
     assert checked
     # input reduction explains the prediction only: another class is a clear error
     predicted = label_of(TEXTS[0])
@@ -228,6 +229,31 @@ def test_input_reduction_keeps_the_prediction_and_works_without_config(client, d
     assert len(reduced.split()) < len(example["data"]["text"].split())
     new_input = {"id": "", "data": new["data"], "meta": new["data"]["_meta"]}
     assert predicted_class(client, new_input) == predicted_class(client, example["id"])
+
+
+def test_reduction_order_row_spreads_the_removal_order_over_0_1(toys):
+    """The row read through the interpreter: word removed at step k of m -> k / (m + 1),
+    survivors 1, exactly the path InputReduction.reduce finds; declared unsigned."""
+    from captum_erasure import InputReduction
+    from lit_plugin.interpreters import InputReductionOrderInterpreter
+    classifier, tokenizer, _ = toys
+    interpreter = InputReductionOrderInterpreter()
+    assert interpreter.meta_spec()["saliency"].signed is False
+    model = HFSequenceClassifier(classifier, tokenizer)
+    rows = interpreter.run([{"text": t} for t in TEXTS], model, None)
+    results = InputReduction(classifier, beam_size=3).reduce(TEXTS, tokenizer=tokenizer)
+    spread = 0
+    for row, result in zip(rows, results):
+        salience = row["text"]
+        m = len(result.removal_path)
+        expected = [1.0] * len(result.words)
+        for step, word in enumerate(result.removal_path, start=1):
+            expected[word] = step / (m + 1)
+        assert salience.tokens == result.words
+        assert list(salience.salience) == expected
+        assert 0 < min(salience.salience) and max(salience.salience) == 1.0
+        spread += len(set(salience.salience)) > 2
+    assert spread  # some text has more than one removal step: values differ
 
 
 class _NoTorchModel(lit_model.BatchedModel):

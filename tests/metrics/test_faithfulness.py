@@ -41,7 +41,7 @@ def call(fn, attributions=None, **kwargs):
     ids, attention, perfect = abcd()
     return fn(additive, ids, perfect if attributions is None else attributions,
               additional_forward_args=(attention,), output="probs",
-              special_token_ids=[0, 1, 2, 3], **kwargs)
+              special_token_ids=[0, 1, 2, 3], pad_token_id=0, **kwargs)
 
 
 def test_rationale_sizes():
@@ -100,7 +100,7 @@ def test_delete_repacks_and_replace_masks():
         return additive(input_ids, attn)
 
     removal_curves(recording, ids, perfect, ks=[0.2], additional_forward_args=(attention,),
-                   output="probs", special_token_ids=[0, 1, 2, 3])
+                   output="probs", special_token_ids=[0, 1, 2, 3], pad_token_id=0)
     assert seen[-1][0].tolist() == [[1, 5, 6, 7, 2]] and seen[-1][1].tolist() == [[1] * 5]
     seen.clear()
     removal_curves(recording, ids, perfect, ks=[0.2], additional_forward_args=(attention,),
@@ -144,7 +144,7 @@ def test_perfect_attribution_beats_random_on_every_metric():
         results = {}
         for name, attributions in (("perfect", perfect), ("random", noise)):
             metrics = FaithfulnessMetrics(additive, output="probs",
-                                          special_token_ids=[0, 1, 2, 3])
+                                          special_token_ids=[0, 1, 2, 3], pad_token_id=0)
             metrics.update(ids[:10], attributions[:10], additional_forward_args=(attention[:10],))
             metrics.update(ids[10:], attributions[10:], additional_forward_args=(attention[10:],))
             masked = MaskedPerformance(additive, 3, output="probs", special_token_ids=[0, 1, 2, 3])

@@ -158,7 +158,8 @@ def verified_results(model: nn.Module, tokenizer: Any, encoded: EncodedTexts,
                           return_tensors="pt", return_token_type_ids=False, truncation=False)
         verifier = SetEvaluator(evaluator.engine.forward_func, again["input_ids"],
                                 again["attention_mask"], word_feature_mask(again),
-                                mode="delete", output=evaluator.output, engine=evaluator.engine)
+                                mode="delete", pad_token_id=evaluator.pad_token_id,
+                                output=evaluator.output, engine=evaluator.engine)
         out = verifier.evaluate([(i, ()) for i in range(len(checked))], desc="verification")
         for i, b in enumerate(checked):
             verified[b] = out[i]

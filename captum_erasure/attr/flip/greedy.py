@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from captum_erasure._core.engine import (
     EngineStats,
 )
+from captum_erasure._core.forwards import pad_token_id_of
 from captum_erasure._core.inputs import check_positive_int
 from captum_erasure._core.text import (
     EncodedTexts,
@@ -62,8 +63,8 @@ def greedy_flip(model: nn.Module, texts: str | Sequence[str], *, tokenizer: Any,
     with eval_mode(model):
         evaluator = SetEvaluator(
             model, encoded.input_ids, encoded.attention_mask, encoded.feature_mask, mode=mode,
-            baseline_id=tokenizer.pad_token_id if baseline_token is None else baseline_token,
-            pad_token_id=tokenizer.pad_token_id, output=output, batch_size=batch_size,
+            baseline_id=baseline_token, pad_token_id=pad_token_id_of(model, tokenizer),
+            output=output, batch_size=batch_size,
             device=device, show_progress=show_progress, method="greedy_flip")
         results = _greedy(model, tokenizer, encoded, evaluator, target, max_erasures,
                           prune_result)

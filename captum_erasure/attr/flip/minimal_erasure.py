@@ -30,6 +30,7 @@ from captum.log import log_usage
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from captum_erasure._core.forwards import pad_token_id_of
 from captum_erasure._core.inputs import (
     attribute_inputs,
     baseline_token_from,
@@ -163,18 +164,17 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
             itertools.chain(self.policy.parameters(), self.baseline.parameters()),
             lr=self.learning_rate)
 
-    def _pad_id(self, pad_token_id: int | None) -> int:
-        """The pad id of a tensor call: ``attribute``'s argument, else the constructor's, else 0."""
-        if pad_token_id is not None:
-            return int(pad_token_id)
-        return 0 if self.pad_token_id is None else int(self.pad_token_id)
+    def _pad_id(self, pad_token_id: int | None, tokenizer: Any = None) -> int | None:
+        """The call's pad id, else the constructor's, else the model's or ``tokenizer``'s."""
+        explicit = self.pad_token_id if pad_token_id is None else pad_token_id
+        return pad_token_id_of(self.forward_func, tokenizer, explicit)
 
-    def _evaluator(self, ids: Tensor, attention: Tensor, mask: Tensor, pad_token_id: int,
+    def _evaluator(self, ids: Tensor, attention: Tensor, mask: Tensor, pad_token_id: int | None,
                    show_progress: bool) -> SetEvaluator:
         return SetEvaluator.for_method(self, ids, attention, mask, pad_token_id, show_progress)
 
     def _batch(self, ids: Tensor, attention: Tensor, mask: Tensor, words: Sequence | None,
-               target: Any, pad_token_id: int, show_progress: bool) -> SearchBatch:
+               target: Any, pad_token_id: int | None, show_progress: bool) -> SearchBatch:
         evaluator = self._evaluator(ids, attention, mask, pad_token_id, show_progress)
         n_words = max(len(f) for f in evaluator.features)
         for b, feats in enumerate(evaluator.features):
@@ -231,7 +231,7 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
                                            units=units)
                     batch = self._batch(encoded.input_ids, encoded.attention_mask,
                                         encoded.feature_mask, encoded.words, target,
-                                        tokenizer.pad_token_id, False)
+                                        self._pad_id(None, tokenizer), False)
                     rows.append(dict(epoch=epoch, **self._train_step(batch, generator)))
                     steps.update(1)
                     steps.set_postfix(reward=f"{rows[-1]['mean_reward']:.3f}",
@@ -415,7 +415,7 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
         with eval_mode(model):
             batch = self._batch(encoded.input_ids, encoded.attention_mask,
                                 encoded.feature_mask, encoded.words, target,
-                                tokenizer.pad_token_id, show_progress)
+                                self._pad_id(None, tokenizer), show_progress)
             found, _, messages = self._search(batch, max_evaluations, show_progress)
             results = verified_results(model, tokenizer, encoded, batch.evaluator, found,
                                        batch.original, batch.targets,

@@ -38,7 +38,7 @@ def top_words_by_model(corpora: Mapping[str, CorpusImportance], n: int = 10,
     written ``"word (score)"`` (types seen fewer than ``min_count`` times left out)."""
     frame = pd.DataFrame({"rank": range(1, n + 1)})
     for name, corpus in corpora.items():
-        top = corpus.top_positive(n, min_count)
+        top = corpus.top_positive(n, min_count, rank_by="mean")  # the paper ranks by mean
         cells = [_word_with_score(w, s) for w, s in zip(top["word"], top["mean"])]
         frame[name] = cells + [""] * (n - len(cells))
     return frame

@@ -88,6 +88,11 @@ class RNNClassifierConfig:
     def label2id(self) -> dict[str, int]:
         return {name: index for index, name in self.id2label.items()}
 
+    @property
+    def pad_token_id(self) -> int:
+        """The GloVe vocabulary's pad id (what delete mode pads re-packed rows with)."""
+        return PAD_ID
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -97,7 +97,8 @@ def test_greedy_baseline_is_not_pruned_by_default(tiny_tokenizer):
 
 def test_pruning_restores_unneeded_words_and_checks_minimality(toy, tiny_tokenizer):
     enc = encode_texts(toy, tiny_tokenizer, [TEXT])
-    evaluator = SetEvaluator(toy, enc.input_ids, enc.attention_mask, enc.feature_mask)
+    evaluator = SetEvaluator(toy, enc.input_ids, enc.attention_mask, enc.feature_mask,
+                             pad_token_id=tiny_tokenizer.pad_token_id)
     start = [0, 1, 3, 4, 5]
     probs = evaluator.evaluate([(0, start)])[0]
     assert int(probs.argmax()) == 0
@@ -171,7 +172,7 @@ def test_attribute_marks_the_erased_words_tokens(trained, tiny_tokenizer):
     mask = word_feature_mask(enc)
     assert isinstance(trained, PerturbationAttribution)
     attr = trained.attribute(enc["input_ids"], additional_forward_args=(enc["attention_mask"],),
-                             feature_mask=mask)
+                             feature_mask=mask, pad_token_id=tiny_tokenizer.pad_token_id)
     assert attr.shape == enc["input_ids"].shape
     erased_tokens = [tiny_tokenizer.convert_ids_to_tokens(int(enc["input_ids"][b, i]))
                      for b, i in attr.nonzero().tolist()]
@@ -232,7 +233,8 @@ def test_the_per_example_model_is_exact_on_an_additive_classifier(toy, tiny_toke
     """MarkerBag's log-odds are bias + sum of weights, so after leave-one-out the additive
     model predicts every mask exactly and proposes the markers pair first."""
     enc = encode_texts(toy, tiny_tokenizer, [TEXT])
-    evaluator = SetEvaluator(toy, enc.input_ids, enc.attention_mask, enc.feature_mask)
+    evaluator = SetEvaluator(toy, enc.input_ids, enc.attention_mask, enc.feature_mask,
+                             pad_token_id=tiny_tokenizer.pad_token_id)
     original = evaluator.evaluate([(0, ())])[0]
     search = TextSearch(original, 1, None, list(range(6)), ridge=0.3, noise=0.5,
                         candidates=12)
@@ -290,7 +292,8 @@ def test_greedy_fallback_bisects_between_checkpoints(toy, tiny_tokenizer):
 
 def test_minimality_check_restores_several_words_at_once(toy, tiny_tokenizer):
     enc = encode_texts(toy, tiny_tokenizer, [TEXT])
-    evaluator = SetEvaluator(toy, enc.input_ids, enc.attention_mask, enc.feature_mask)
+    evaluator = SetEvaluator(toy, enc.input_ids, enc.attention_mask, enc.feature_mask,
+                             pad_token_id=tiny_tokenizer.pad_token_id)
     start = [0, 1, 3, 4, 5]
     probs = evaluator.evaluate([(0, start)])[0]
     # no restoration pass (empty order): the check finds the, movie and "and" restorable,
@@ -325,7 +328,8 @@ def test_minimality_check_falls_back_to_one_at_a_time(tiny_tokenizer):
     the second stays erased."""
     model = MarkerBag({"good": 2.0, "great": 2.0, "fun": 0.75})
     enc = encode_texts(model, tiny_tokenizer, ["good great fun fun the"])
-    evaluator = SetEvaluator(model, enc.input_ids, enc.attention_mask, enc.feature_mask)
+    evaluator = SetEvaluator(model, enc.input_ids, enc.attention_mask, enc.feature_mask,
+                             pad_token_id=tiny_tokenizer.pad_token_id)
     start = [0, 1, 2, 3]
     probs = evaluator.evaluate([(0, start)])[0]
     [kept], _ = prune(evaluator, [0], [start], [1], [None], [probs], [[]])
