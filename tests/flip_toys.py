@@ -72,7 +72,8 @@ class ThreeClassBag(nn.Module):
         super().__init__()
         from transformers import PretrainedConfig
         self.config = PretrainedConfig(id2label=THREE_CLASS_LABELS,
-                                       label2id={v: k for k, v in THREE_CLASS_LABELS.items()})
+                                       label2id={v: k for k, v in THREE_CLASS_LABELS.items()},
+                                       pad_token_id=TINY_VOCAB.index("[PAD]"))
         self.embedding = nn.Embedding(len(TINY_VOCAB), 3)
         with torch.no_grad():
             self.embedding.weight.zero_()

@@ -236,7 +236,8 @@ def explain_texts(model: nn.Module, tokenizer: Any, texts: Iterable[str], *,
     Args:
         model: a sequence-classification model, called with keywords (``input_ids=``,
             ``attention_mask=``) and returning ``.logits``; re-packed rows are padded with
-            its ``config.pad_token_id``, else the tokenizer's. It is evaluated in eval mode (restored afterwards).
+            its ``config.pad_token_id``, else the tokenizer's. It is evaluated in eval mode
+            (restored afterwards).
         tokenizer: the model's fast tokenizer (words come from its ``word_ids``: the pieces of
             one word are one feature; special tokens are never erased).
         texts: the texts; a single string is one text.

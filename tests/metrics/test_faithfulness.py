@@ -231,7 +231,7 @@ def test_comprehensiveness_and_sufficiency_by_hand_on_a_mixed_batch():
     assert [cls for cls, _ in expected] == [1, 0, 2]  # three different predicted classes
     assert [rationale_size(len(w), FRACTION) for w, _ in BATCH] == [3, 2, 2]
     common = dict(additional_forward_args=(attention,), special_token_ids=[0, 1, 2],
-                  fraction=FRACTION)
+                  fraction=FRACTION, pad_token_id=0)
     comp = comprehensiveness(three_class, ids, attributions, **common)
     suff = sufficiency(three_class, ids, attributions, **common)
     torch.testing.assert_close(comp, torch.tensor(
@@ -244,7 +244,8 @@ def test_comprehensiveness_and_sufficiency_by_hand_on_a_mixed_batch():
 
 def test_faithfulness_metrics_compute_by_value_over_two_updates():
     ids, attention, attributions = batch_tensors()
-    metrics = FaithfulnessMetrics(three_class, fraction=FRACTION, special_token_ids=[0, 1, 2])
+    metrics = FaithfulnessMetrics(three_class, fraction=FRACTION, special_token_ids=[0, 1, 2],
+                                  pad_token_id=0)
     metrics.update(ids[:2], attributions[:2], additional_forward_args=(attention[:2],))
     metrics.update(ids[2:], attributions[2:], additional_forward_args=(attention[2:],))
     expected = [values for _, values in (by_hand(w, s, FRACTION) for w, s in BATCH)]
@@ -266,7 +267,7 @@ def test_embedding_shaped_attributions_get_the_hint_to_sum_over_the_last_axis():
     with pytest.raises(ValueError, match=r"got \(3, 9, 384\); these look like one vector of 384 "
                                          r"per token .* attributions.sum\(-1\)"):
         comprehensiveness(three_class, ids, per_dimension, special_token_ids=[0, 1, 2],
-                          additional_forward_args=(attention,))
-    summed = comprehensiveness(three_class, ids, per_dimension.sum(-1),
+                          additional_forward_args=(attention,), pad_token_id=0)
+    summed = comprehensiveness(three_class, ids, per_dimension.sum(-1), pad_token_id=0,
                                special_token_ids=[0, 1, 2], additional_forward_args=(attention,))
     assert summed.shape == (3,)
