@@ -23,8 +23,8 @@ import torch
 from captum_erasure.data import load_rotten_tomatoes
 from captum_erasure.explain.corpus import corpus_word_importance
 from captum_erasure.explain.plots import plot_word_heatmap, plot_word_ranking, save_html
-from captum_erasure.explain.scales import VALUES
 from captum_erasure.explain.report import explanations_to_frame, format_table
+from captum_erasure.explain.scales import VALUES
 from captum_erasure.explain.texts import explain_texts
 from captum_erasure.models.default import default_model_info, load_default_model
 from captum_erasure.scale.corpus_run import corpus_tables
