@@ -6,7 +6,10 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Sequence
 
+from lit_nlp.api import types as lit_types
+
 from captum_erasure._core.inputs import check_positive_int
+from captum_erasure._core.text import UNITS
 
 
 def config_choice(config: dict, key: str, choices: Sequence[str], default: str) -> str:
@@ -55,3 +58,16 @@ def config_integer(config: dict, key: str, default: int | None, *,
     if isinstance(number, float) and math.isfinite(number) and number.is_integer():
         number = int(number)  # JSON may send 3.0 for 3
     return check_positive_int(repr(key), number)
+
+
+# What a word is, in every row and generator: the tokenizer's words or whitespace tokens.
+UNITS_KEY = "Units (words: tokenizer words; whitespace: whitespace tokens)"
+
+
+def units_field(default: str) -> Any:
+    """The config field choosing the erasable units (``captum_erasure._core.text.UNITS``)."""
+    return lit_types.CategoryLabel(vocab=list(UNITS), default=default, required=False)
+
+
+def config_units(config: dict, default: str) -> str:
+    return config_choice(config, UNITS_KEY, UNITS, default)

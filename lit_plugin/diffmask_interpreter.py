@@ -67,8 +67,9 @@ class DiffMaskInterpreter(WordSalienceInterpreter):
         method = self.source if isinstance(self.source, DiffMask) else self.source()
         if method.forward_func is not model:
             raise ValueError("this DiffMask was fitted for another model")
-        encoding, mask = encode_words(model, tokenizer, texts)
+        units = self.units_of(config)
+        encoding, mask = encode_words(model, tokenizer, texts, units)
         attributions = method.attribute(
             encoding["input_ids"], additional_forward_args=(encoding["attention_mask"],),
             feature_mask=mask, show_progress=self.show_progress)
-        return word_scores(encoding, mask, attributions, texts)
+        return word_scores(encoding, mask, attributions, texts, units)

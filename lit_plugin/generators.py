@@ -25,8 +25,15 @@ from lit_nlp.lib import utils as lit_utils
 from torch import nn
 
 from captum_erasure._core.inputs import check_fraction, check_positive_int
+from captum_erasure._core.text import check_units
 from captum_erasure.attr.input_reduction import DEFAULT_MAX_EVALUATIONS, IMPORTANCES
-from lit_plugin._common import config_integer, config_number
+from lit_plugin._common import (
+    UNITS_KEY,
+    config_integer,
+    config_number,
+    config_units,
+    units_field,
+)
 
 from .interpreters import (
     check_compatible,
@@ -73,8 +80,9 @@ class ErasureGenerator(lit_components.Generator):
 
     name = "erasure generator"
 
-    def __init__(self, show_progress: bool = False):
+    def __init__(self, show_progress: bool = False, units: str = "words"):
         self.show_progress = show_progress
+        self.units = check_units(units)
 
     def is_compatible(self, model, dataset) -> bool:
         del dataset
@@ -132,6 +140,7 @@ class MinimalErasureFlipGenerator(ErasureGenerator):
     def config_spec(self) -> lit_types.Spec:
         return {
             TARGET_CLASS_KEY: lit_types.TextSegment(default="", required=False),
+            UNITS_KEY: units_field(self.units),
             BUDGET_KEY: lit_types.Integer(default=self.max_evaluations, min_val=5,
                                           max_val=1000, required=False),
         }
@@ -146,6 +155,7 @@ class MinimalErasureFlipGenerator(ErasureGenerator):
         with self._lock:  # the explainer's lazily built policy is not shared across requests
             results = explainer.explain(texts, tokenizer=tokenizer, target=target,
                                         max_evaluations=budget,
+                                        units=config_units(config, self.units),
                                         show_progress=self.show_progress)
         return [(r.remaining_text, _erased_note(self.name, r)) if r.flipped else
                 (None, r.message) for r in results]
@@ -164,6 +174,7 @@ class GreedyErasureFlipGenerator(ErasureGenerator):
     def config_spec(self) -> lit_types.Spec:
         return {
             TARGET_CLASS_KEY: lit_types.TextSegment(default="", required=False),
+            UNITS_KEY: units_field(self.units),
             MAX_ERASURES_KEY: lit_types.TextSegment(
                 default="" if self.max_erasures is None else str(self.max_erasures),
                 required=False),
@@ -176,6 +187,7 @@ class GreedyErasureFlipGenerator(ErasureGenerator):
                                       empty_is_none=True)
         results = greedy_flip(model, texts, tokenizer=tokenizer, target=target,
                               max_erasures=max_erasures,
+                              units=config_units(config, self.units),
                               show_progress=self.show_progress)
         return [(r.remaining_text, _erased_note(self.name, r)) if r.flipped else
                 (None, r.message) for r in results]
@@ -201,6 +213,7 @@ class InputReductionGenerator(ErasureGenerator):
 
     def config_spec(self) -> lit_types.Spec:
         return {
+            UNITS_KEY: units_field(self.units),
             BEAM_KEY: lit_types.Integer(default=self.beam_size, min_val=1, max_val=20,
                                         required=False),
             IMPORTANCE_KEY: lit_types.CategoryLabel(vocab=list(IMPORTANCES),
@@ -225,7 +238,7 @@ class InputReductionGenerator(ErasureGenerator):
         results = InputReduction(model).reduce(
             texts, tokenizer=tokenizer, beam_size=beam, importance=importance,
             min_confidence=min_confidence or None, max_evaluations=budget,
-            show_progress=self.show_progress)
+            units=config_units(config, self.units), show_progress=self.show_progress)
         out = []
         for r in results:
             if not r.verified or not r.removal_path:

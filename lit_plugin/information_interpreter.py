@@ -60,8 +60,9 @@ class WordInformationInterpreter(WordSalienceInterpreter):
         layer = information_layer(config.get(LAYER_KEY, self.layer))
         steps = config_integer(config, STEPS_KEY, self.steps)
         method = WordInformation(model, layer=layer, n_steps=steps, seed=self.seed)
-        encoding, mask = encode_words(model, tokenizer, texts)
+        units = self.units_of(config)
+        encoding, mask = encode_words(model, tokenizer, texts, units)
         attributions = method.attribute(
             encoding["input_ids"], additional_forward_args=(encoding["attention_mask"],),
             feature_mask=mask, show_progress=self.show_progress)
-        return word_scores(encoding, mask, attributions, texts)
+        return word_scores(encoding, mask, attributions, texts, units)

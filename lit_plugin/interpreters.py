@@ -30,13 +30,21 @@ from captum_erasure._core.inputs import check_positive_int
 from captum_erasure._core.scores import SCORES
 from captum_erasure._core.text import (
     check_text,
+    check_units,
     encode_words,
     word_scores,
 )
 from captum_erasure.attr.marginalization import InputMarginalization
 from captum_erasure.attr.word_erasure import MODES
 from captum_erasure.explain.texts import explain_texts
-from lit_plugin._common import config_choice, config_integer, config_number
+from lit_plugin._common import (
+    UNITS_KEY,
+    config_choice,
+    config_integer,
+    config_number,
+    config_units,
+    units_field,
+)
 
 TARGET_KEY = "_salience_target"
 SCORE_KEY = "Score"
@@ -150,9 +158,11 @@ class WordSalienceInterpreter(lit_components.Interpreter):
 
     name = "word salience"
 
-    def __init__(self, autorun: bool = False, show_progress: bool = False):
+    def __init__(self, autorun: bool = False, show_progress: bool = False,
+                 units: str = "words"):
         self.autorun = autorun
         self.show_progress = show_progress
+        self.units = check_units(units)
 
     def is_compatible(self, model, dataset) -> bool:
         del dataset
@@ -162,7 +172,12 @@ class WordSalienceInterpreter(lit_components.Interpreter):
         return {"saliency": lit_types.TokenSalience(autorun=self.autorun, signed=True)}
 
     def config_spec(self) -> lit_types.Spec:
-        return {TARGET_KEY: lit_types.SalienceTargetInfo(required=False)}
+        return {TARGET_KEY: lit_types.SalienceTargetInfo(required=False),
+                UNITS_KEY: units_field(self.units)}
+
+    def units_of(self, config: dict) -> str:
+        """The units chosen in the config (default: the constructor's ``units``)."""
+        return config_units(config, self.units)
 
     def run(self, inputs, model, dataset, model_outputs=None, config=None):
         del dataset, model_outputs
@@ -215,7 +230,7 @@ class WordErasureInterpreter(WordSalienceInterpreter):
         mode = config_choice(config, ERASE_KEY, ERASE_MODES, self.mode)
         explanations = explain_texts(
             model, tokenizer, texts, target="predicted" if target is None else target,
-            score=score, mode=mode, batch_size=self.batch_size,
+            score=score, mode=mode, batch_size=self.batch_size, units=self.units_of(config),
             show_progress=self.show_progress)
         return [(e.words, e.scores) for e in explanations]
 
@@ -303,7 +318,8 @@ class InputMarginalizationInterpreter(WordSalienceInterpreter):
         if not (0 <= threshold < 1) or math.isnan(threshold):
             raise ValueError(f"{THRESHOLD_KEY!r} must be in [0, 1), got {threshold}")
         mlm, mlm_tokenizer = self.mlm()
-        encoding, mask = encode_words(model, tokenizer, texts)
+        units = self.units_of(config)
+        encoding, mask = encode_words(model, tokenizer, texts, units)
         method = InputMarginalization(model, mlm, tokenizer=tokenizer,
                                       mlm_tokenizer=mlm_tokenizer, batch_size=self.batch_size)
         attributions = method.attribute(
@@ -311,7 +327,7 @@ class InputMarginalizationInterpreter(WordSalienceInterpreter):
             additional_forward_args=(encoding["attention_mask"],), feature_mask=mask,
             threshold=threshold if threshold > 0 else None, top_k=top_k,
             show_progress=self.show_progress)
-        return word_scores(encoding, mask, attributions, texts)
+        return word_scores(encoding, mask, attributions, texts, units)
 
 
 # -- the flip and reduction methods, seen as attributions ---------------------------------------
@@ -338,7 +354,8 @@ class MinimalFlipSetInterpreter(WordSalienceInterpreter):
 
     def explain(self, model, tokenizer, texts, target, config):
         from captum_erasure.attr.flip.minimal_erasure import MinimalErasure
-        encoding, mask = encode_words(model, tokenizer, texts)
+        units = self.units_of(config)
+        encoding, mask = encode_words(model, tokenizer, texts, units)
         predicted = _predicted(model, encoding)
         targets = [None if target is None or target == int(p) else target for p in predicted]
         attributions = MinimalErasure(model, seed=self.seed).attribute(
@@ -346,7 +363,7 @@ class MinimalFlipSetInterpreter(WordSalienceInterpreter):
             else None, additional_forward_args=(encoding["attention_mask"],),
             feature_mask=mask, pad_token_id=pad_token_id_of(model, tokenizer),
             show_progress=self.show_progress)
-        return word_scores(encoding, mask, attributions, texts)
+        return word_scores(encoding, mask, attributions, texts, units)
 
 
 class InputReductionOrderInterpreter(WordSalienceInterpreter):
@@ -365,7 +382,8 @@ class InputReductionOrderInterpreter(WordSalienceInterpreter):
 
     def explain(self, model, tokenizer, texts, target, config):
         from captum_erasure.attr.input_reduction import InputReduction
-        encoding, mask = encode_words(model, tokenizer, texts)
+        units = self.units_of(config)
+        encoding, mask = encode_words(model, tokenizer, texts, units)
         predicted = _predicted(model, encoding)
         if target is not None and any(int(p) != target for p in predicted):
             raise ValueError(f"input reduction keeps the model's own prediction; it cannot "
@@ -377,7 +395,7 @@ class InputReductionOrderInterpreter(WordSalienceInterpreter):
             show_progress=self.show_progress)
         # InputReduction gives step k (1 = first removed) and m + 1 to the survivors
         return [(words, [step / max(steps) for step in steps])
-                for words, steps in word_scores(encoding, mask, attributions, texts)]
+                for words, steps in word_scores(encoding, mask, attributions, texts, units)]
 
     def meta_spec(self) -> lit_types.Spec:
         return {"saliency": lit_types.TokenSalience(autorun=self.autorun, signed=False)}

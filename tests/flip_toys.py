@@ -53,3 +53,37 @@ def toy_texts() -> list[str]:
                "the acting was", "it is not", "a fun movie , and", "the script was bad but"]
     return [f"{filler} good and great" if i % 2 == 0 else f"good , {filler} great"
             for i, filler in enumerate(fillers * 3)]
+
+
+# -- three classes: flipping *to* a class differs from flipping *away* -------------------------
+THREE_CLASS_LABELS = {0: "neg", 1: "neu", 2: "pos"}
+THREE_CLASS_WEIGHTS = {"good": (0.0, 0.0, 3.0), "bad": (2.0, 0.0, 0.0)}
+THREE_CLASS_BIAS = (0.0, 0.5, 0.0)
+
+
+class ThreeClassBag(nn.Module):
+    """Bag of words with three classes (neg/neu/pos): logits = bias + the words' vectors.
+
+    "the good and bad movie": logits (2, 0.5, 3), pos. Erasing "good" gives (2, 0.5, 0), neg:
+    the label is left, but not for neu; neu needs "good" *and* "bad" erased (0, 0.5, 0).
+    So the flip away from pos is {good} and the flip to "neu" is {good, bad}."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from transformers import PretrainedConfig
+        self.config = PretrainedConfig(id2label=THREE_CLASS_LABELS,
+                                       label2id={v: k for k, v in THREE_CLASS_LABELS.items()},
+                                       pad_token_id=TINY_VOCAB.index("[PAD]"))
+        self.embedding = nn.Embedding(len(TINY_VOCAB), 3)
+        with torch.no_grad():
+            self.embedding.weight.zero_()
+            for word, vector in THREE_CLASS_WEIGHTS.items():
+                self.embedding.weight[TINY_VOCAB.index(word)] = torch.tensor(vector)
+        self.register_buffer("bias", torch.tensor(THREE_CLASS_BIAS))
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embedding
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        vectors = self.embedding(input_ids) * attention_mask[..., None]
+        return vectors.sum(1) + self.bias

@@ -127,7 +127,7 @@ def test_download_failure_message(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
         return subprocess.CompletedProcess(cmd, 1, stdout="", stderr="ERROR: network is unreachable")
 
     monkeypatch.setattr(data.subprocess, "run", failing_pip)
-    with pytest.raises(RuntimeError) as raised:
+    with pytest.raises(RuntimeError, match="Could not download the vaderSentiment") as raised:
         data.vader_sdist_path()
     message = str(raised.value)
     assert "PyPI" in message

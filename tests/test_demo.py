@@ -18,6 +18,8 @@ def test_demo_writes_figures_and_tables(monkeypatch, tmp_path, capsys, tiny_mode
     demo.main(["--out", str(tmp_path), "--n-explain", "3", "--min-count", "1"])
     out = capsys.readouterr().out
     assert "test accuracy 0.500" in out and "Effective" in out and "the movie was good" in out
+    assert "6 held-out snippets (target = gold label; about 1 s on 2 CPU cores, progress " \
+        "below)" in out
     for name in ["heatmap.png", "heatmap_prob_drop.png", "explanations.html",
                  "explanations.csv", "word_importance.csv", "negative_occurrences.csv",
                  "top_positive_words.csv", "top_words.png"]:
@@ -55,3 +57,9 @@ def test_demo_ray_flag_sends_the_corpus_tables_to_corpus_tables(monkeypatch, tmp
     assert [(c["backend"], c["address"], c["model"]) for c in calls] == [("ray", "auto",
                                                                          "default")]
     assert (tmp_path / "word_importance.csv").stat().st_size > 0
+
+
+def test_the_demo_says_how_long_it_takes():
+    assert demo.expected_duration(1007) == "about 3 min"  # the held-out split
+    assert demo.expected_duration(200) == "about 35 s"
+    assert "about 3 minutes" in demo.__doc__

@@ -377,8 +377,14 @@ def require_class_outputs(outputs: Tensor | int, method: str) -> None:
 def check_attributions(attributions: Any, inputs: Tensor) -> None:
     """Attributions for removal metrics: a finite tensor shaped like the inputs."""
     if not isinstance(attributions, Tensor) or attributions.shape != inputs.shape:
+        shape = tuple(getattr(attributions, "shape", ()))
+        hint = ""
+        if len(shape) == inputs.dim() + 1 and shape[:-1] == tuple(inputs.shape):
+            hint = (f"; these look like one vector of {shape[-1]} per token (e.g. Captum's "
+                    "LayerIntegratedGradients on the embedding layer): sum over the embedding "
+                    "axis first, attributions.sum(-1)")
         raise ValueError(f"attributions must be shaped like the inputs {tuple(inputs.shape)}, "
-                         f"got {tuple(getattr(attributions, 'shape', ()))}")
+                         f"got {shape}{hint}")
     if attributions.is_complex() or not torch.isfinite(attributions.double()).all():
         raise ValueError("attributions contain NaN or infinite values")
 

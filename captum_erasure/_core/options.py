@@ -7,6 +7,8 @@ one :class:`EngineOptions` as ``options=``; they are checked here once, for all 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -15,6 +17,7 @@ import torch
 from captum_erasure._core.engine import PerturbationEngine, engine_for_call
 from captum_erasure._core.inputs import check_positive_int
 from captum_erasure._core.scores import OUTPUT_KINDS
+from captum_erasure._core.text import resolve_label_names
 
 ENGINE_OPTION_NAMES = ("output", "batch_size", "max_tokens", "device", "autocast")
 
@@ -94,3 +97,35 @@ class UsesEngine:
     max_tokens = _option("max_tokens")
     device = _option("device")
     autocast = _option("autocast")
+
+
+def attribute_call(method: Callable | None = None, *, label_targets: bool = True) -> Callable:
+    """Decorator of a method's ``attribute``: the options of :class:`EngineOptions`
+    (``output=``, ``batch_size=``, ...) are accepted per call and override the constructor's
+    for that call only (checked the same way), and with ``label_targets`` a ``target`` given
+    as label names (``"positive"``, or one per example) becomes class indices from the
+    model's ``config.id2label`` before anything else sees it."""
+    if method is None:
+        return functools.partial(attribute_call, label_targets=label_targets)
+    signature = inspect.signature(method)
+    per_call = [name for name in ENGINE_OPTION_NAMES if name not in signature.parameters]
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        overrides = {name: kwargs.pop(name) for name in per_call if name in kwargs}
+        if label_targets:
+            bound = signature.bind_partial(self, *args, **kwargs)
+            if isinstance(bound.arguments.get("target"), (str, list, tuple)):
+                bound.arguments["target"] = resolve_label_names(bound.arguments["target"],
+                                                                self.forward_func)
+                args, kwargs = bound.args[1:], bound.kwargs
+        if not overrides:
+            return method(self, *args, **kwargs)
+        saved = self.options
+        self.options = dataclasses.replace(saved, **overrides)  # checked like the constructor's
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self.options = saved
+
+    return wrapper

@@ -15,13 +15,52 @@ from captum_erasure._core.inputs import check_positive_int, model_limits
 NOT_A_FEATURE = -1  # feature-mask value for tokens that are never erased (specials, padding)
 
 
-def word_feature_mask(encoding, batch_size: int | None = None) -> Tensor:
-    """Word index per token from a fast tokenizer's ``BatchEncoding``; -1 for special tokens
+UNITS = ("words", "whitespace")
+
+
+def check_units(units: Any) -> str:
+    """``units`` if it is one of :data:`UNITS`, else a ValueError listing them."""
+    if units not in UNITS:
+        raise ValueError(f"units must be one of {UNITS} ('words': the tokenizer's words, "
+                         f"'whitespace': whitespace-separated tokens), got {units!r}")
+    return units
+
+
+def unit_spans(encoding: Any, row: int, units: str = "words") -> tuple[dict[int, int],
+                                                                      list[tuple[int, int]]]:
+    """The erasable units of one encoded text: ``(unit of each tokenizer word, (start, end)
+    character span of each unit)``, from the fast tokenizer's offsets.
+
+    ``units="words"``: each tokenizer word is a unit (numbered by its word id; "couldn't" is
+    ``couldn``, ``'``, ``t`` for BERT's tokenizer); ``"whitespace"``: the words that touch
+    (no character between them) form one unit, so "couldn't" and "film," are one unit each,
+    as LIT's AblationFlip and LIME split text. Units are numbered 0, 1, ... in order."""
+    check_units(units)
+    word_ids = sorted({w for w in encoding.word_ids(row) if w is not None})
+    unit_of: dict[int, int] = {}
+    spans: list[tuple[int, int]] = []
+    previous_end: int | None = None
+    for word in word_ids:
+        span = encoding.word_to_chars(row, word)
+        start, end = (span.start, span.end) if span is not None else (previous_end or 0,) * 2
+        if units == "words" or previous_end is None or start > previous_end:
+            spans.append((start, end))
+        else:  # touches the previous word: the same whitespace token
+            spans[-1] = (spans[-1][0], end)
+        unit_of[word] = word if units == "words" else len(spans) - 1
+        previous_end = end
+    return unit_of, spans
+
+
+def word_feature_mask(encoding, batch_size: int | None = None, units: str = "words") -> Tensor:
+    """Unit index per token from a fast tokenizer's ``BatchEncoding``; -1 for special tokens
     and padding, so sub-word pieces of one word form one feature and specials are never erased.
 
     ``encoding`` is what ``tokenizer(texts, ...)`` returns (a fast tokenizer is required:
-    slow tokenizers have no ``word_ids``).
+    slow tokenizers have no ``word_ids``). ``units``: ``"words"`` (the tokenizer's words) or
+    ``"whitespace"`` (whitespace-separated tokens; see :func:`unit_spans`).
     """
+    check_units(units)
     if not getattr(encoding, "is_fast", False):
         raise TypeError("word_feature_mask needs the output of a fast (Rust) tokenizer, which "
                         "records word_ids; load the tokenizer with use_fast=True")
@@ -30,10 +69,42 @@ def word_feature_mask(encoding, batch_size: int | None = None) -> Tensor:
     length = len(input_ids[0])
     mask = torch.full((n, length), NOT_A_FEATURE, dtype=torch.long)
     for row in range(n):
+        unit_of = unit_spans(encoding, row, units)[0] if units != "words" else None
         for pos, word in enumerate(encoding.word_ids(row)):
             if word is not None:
-                mask[row, pos] = word
+                mask[row, pos] = word if unit_of is None else unit_of[word]
     return mask
+
+
+def text_without(text: str, spans: Sequence[tuple[int, int]], erased: Iterable[int]) -> str:
+    """``text`` with the units ``erased`` (indices into ``spans``) cut out, rebuilt from its
+    own characters: kept units and the text between them stay exactly as written
+    ("couldn't" stays "couldn't"). Where units were cut, their characters go and the
+    whitespace around them collapses: of the whitespace before and after the cut, the one
+    after is kept (the one before when there is none after); at the start or end of the text
+    the cut takes the whitespace beside it ("fresh film." without ``film`` is "fresh .", and
+    "I couldn't" without ``couldn`` is "I 't": no new word is glued together). A unit glued
+    on both sides (``'`` in "couldn't" with ``units="words"``) leaves "couldnt"."""
+    erased = set(erased)
+    kept = [i for i in range(len(spans)) if i not in erased]
+    if not kept:
+        return ""
+    if not erased:
+        return text
+    parts = [text[:spans[kept[0]][0]] if kept[0] == 0 else ""]
+    for previous, current in zip(kept, kept[1:]):
+        parts.append(text[spans[previous][0]:spans[previous][1]])
+        if current == previous + 1:  # nothing cut here: the text between them as written
+            parts.append(text[spans[previous][1]:spans[current][0]])
+        else:
+            before = text[spans[previous][1]:spans[previous + 1][0]]
+            after = text[spans[current - 1][1]:spans[current][0]]
+            parts.append(after or before)
+    last = kept[-1]
+    parts.append(text[spans[last][0]:spans[last][1]])
+    if last == len(spans) - 1:
+        parts.append(text[spans[last][1]:])
+    return "".join(parts)
 
 
 def feature_ids(mask_row: Tensor) -> list[int]:
@@ -56,18 +127,6 @@ def word_tokens(tokens: Sequence[str], mask_row: Tensor) -> list[tuple[int, str]
     return sorted(words.items())
 
 
-
-
-
-
-
-
-
-
-
-
-
-
 # -- texts --------------------------------------------------------------------------------------
 @dataclass
 class EncodedTexts:
@@ -84,29 +143,8 @@ class EncodedTexts:
         return len(self.texts)
 
     def text_without(self, row: int, erased: Iterable[int]) -> str:
-        """The text with the words ``erased`` (indices) cut out. Kept words keep the text
-        between them; where a word was cut, its neighbours are separated by one space so that
-        they do not glue into a new word when tokenized again."""
-        erased = set(erased)
-        text, spans = self.texts[row], self.spans[row]
-        parts: list[str] = []
-        previous_end: int | None = None
-        gap_had_erasure = False
-        for index, (start, end) in enumerate(spans):
-            if index in erased:
-                gap_had_erasure = True
-                continue
-            if previous_end is not None:
-                between = text[previous_end:start]
-                if gap_had_erasure:
-                    between = " "
-                parts.append(between)
-            parts.append(text[start:end])
-            previous_end, gap_had_erasure = end, False
-        return "".join(parts)
-
-
-UNITS = ("words", "whitespace")
+        """The text with the units ``erased`` (indices) cut out (see :func:`text_without`)."""
+        return text_without(self.texts[row], self.spans[row], erased)
 
 
 def encode_texts(model: nn.Module, tokenizer: Any, texts: str | Sequence[str], *,
@@ -117,9 +155,8 @@ def encode_texts(model: nn.Module, tokenizer: Any, texts: str | Sequence[str], *
 
     ``units="words"``: the tokenizer's words (punctuation is a word of its own);
     ``"whitespace"``: whitespace-separated tokens ("fresh," is one unit), as LIT's
-    AblationFlip and LIME split text."""
-    if units not in UNITS:
-        raise ValueError(f"units must be one of {UNITS}, got {units!r}")
+    AblationFlip and LIME split text (see :func:`unit_spans`)."""
+    check_units(units)
     check_model_and_tokenizer(model, tokenizer)
     if isinstance(texts, str):
         texts = [texts]
@@ -127,8 +164,8 @@ def encode_texts(model: nn.Module, tokenizer: Any, texts: str | Sequence[str], *
     if not texts:
         raise ValueError("no texts given")
     encoding = encode_batch(tokenizer, texts, 0, max_tokens_of(model, tokenizer, max_length),
-                       truncate)
-    mask = word_feature_mask(encoding)
+                            truncate)
+    mask = word_feature_mask(encoding, units=units)
     words, spans = [], []
     for row, text in enumerate(texts):
         features = feature_ids(mask[row])
@@ -136,49 +173,11 @@ def encode_texts(model: nn.Module, tokenizer: Any, texts: str | Sequence[str], *
             raise ValueError(f"text {row} has no words the tokenizer keeps")
         if features != list(range(len(features))):
             raise ValueError(f"text {row}: word ids are not consecutive from 0")
-        row_spans = []
-        for feature in features:
-            span = encoding.word_to_chars(row, feature)
-            row_spans.append((span.start, span.end))
-        if units == "whitespace":
-            row_spans = _whitespace_units(text, row_spans, mask[row])
+        row_spans = unit_spans(encoding, row, units)[1]
         spans.append(row_spans)
         words.append([text[s:e] for s, e in row_spans])
     return EncodedTexts(texts, encoding["input_ids"], encoding["attention_mask"], mask, words,
                         spans)
-
-
-def _whitespace_units(text: str, spans: list[tuple[int, int]],
-                      mask_row: Tensor) -> list[tuple[int, int]]:
-    """Merge the words of each whitespace token into one unit: renumbers ``mask_row`` in
-    place and returns the units' character spans."""
-    unit_of, units, previous_end = [], [], None
-    for start, end in spans:
-        if previous_end is None or text[previous_end:start] != "":
-            units.append((start, end))   # whitespace (or a gap) before it: a new unit
-        else:
-            units[-1] = (units[-1][0], end)
-        unit_of.append(len(units) - 1)
-        previous_end = end
-    lookup = torch.tensor(unit_of + [NOT_A_FEATURE])  # index -1 maps to NOT_A_FEATURE
-    mask_row.copy_(lookup[mask_row])
-    return units
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 # -- checks -------------------------------------------------------------------------------------
@@ -193,6 +192,37 @@ def label_name(model: nn.Module, index: int | None) -> str | None:
         return None
     id2label = getattr(getattr(model, "config", None), "id2label", None) or {}
     return str(id2label.get(index, id2label.get(str(index), index)))
+
+
+def label_ids(model: Any) -> dict[str, int]:
+    """The model's label names and their class indices, from ``config.id2label`` (empty
+    when the model has no config)."""
+    id2label = getattr(getattr(model, "config", None), "id2label", None) or {}
+    return {str(name): int(index) for index, name in id2label.items()}
+
+
+def label_index(model: Any, name: str, what: str = "target") -> int:
+    """The class index of the label ``name``; an unknown name is a ValueError listing the
+    model's label names."""
+    names = label_ids(model)
+    if not names:
+        raise ValueError(f"{what} {name!r} is a label name, but the model has no "
+                         "config.id2label to look it up in; pass a class index")
+    if name not in names:
+        valid = ", ".join(repr(n) for n in sorted(names, key=names.get))
+        raise ValueError(f"{what} {name!r} is not one of the model's labels: {valid}")
+    return names[name]
+
+
+def resolve_label_names(target: Any, model: Any, what: str = "target") -> Any:
+    """``target`` with label names (strings, alone or in a list/tuple of per-example targets)
+    replaced by class indices from the model's ``config.id2label``; anything else is returned
+    unchanged, for the methods' own checks (Captum's meaning of ints, tensors, tuples)."""
+    if isinstance(target, str):
+        return label_index(model, target, what)
+    if isinstance(target, (list, tuple)) and any(isinstance(t, str) for t in target):
+        return [label_index(model, t, what) if isinstance(t, str) else t for t in target]
+    return target
 
 
 def check_model_and_tokenizer(model: nn.Module, tokenizer: Any) -> None:
@@ -268,30 +298,25 @@ def encode_batch(tokenizer: Any, texts: list[str], start: int, limit: int | None
     return tokenizer(texts, truncation=True, max_length=limit, **kwargs)
 
 
-def words_of(encoding: Any, row: int, text: str, features: Sequence[int]) -> list[str]:
-    """The words (features of ``word_ids``) of one encoded text, cut from it by offsets."""
-    words = []
-    for feature in features:
-        span = encoding.word_to_chars(row, feature)
-        words.append(text[span.start:span.end] if span is not None else "")
-    return words
-
-
-def encode_words(model: nn.Module, tokenizer: Any, texts: list[str]) -> tuple[Any, torch.Tensor]:
-    """Right-padded encoding and word feature mask; too-long texts are a ValueError."""
+def encode_words(model: nn.Module, tokenizer: Any, texts: list[str],
+                 units: str = "words") -> tuple[Any, torch.Tensor]:
+    """Right-padded encoding and unit feature mask; too-long texts are a ValueError."""
+    check_units(units)
     check_model_and_tokenizer(model, tokenizer)
     encoding = encode_batch(tokenizer, texts, 0, max_tokens_of(model, tokenizer), False)
-    return encoding, word_feature_mask(encoding)
+    return encoding, word_feature_mask(encoding, units=units)
 
 
 def word_scores(encoding: Any, mask: torch.Tensor, attributions: torch.Tensor,
-                texts: list[str]) -> list[tuple[list[str], list[float]]]:
-    """(words, score of each word) per text from token attributions that hold each word's
-    score on its tokens (Captum's convention for feature masks)."""
+                texts: list[str], units: str = "words") -> list[tuple[list[str], list[float]]]:
+    """(units, score of each unit) per text from token attributions that hold each unit's
+    score on its tokens (Captum's convention for feature masks); ``units`` as the mask's."""
     out = []
     for row, text in enumerate(texts):
-        features = sorted(v for v in torch.unique(mask[row]).tolist() if v >= 0)
+        features = feature_ids(mask[row])
         first = [int((mask[row] == f).nonzero()[0]) for f in features]
-        out.append((words_of(encoding, row, text, features),
+        unit_of, spans = unit_spans(encoding, row, units)
+        span_of = {unit: spans[i] for i, unit in enumerate(dict.fromkeys(unit_of.values()))}
+        out.append(([text[slice(*span_of[f])] if f in span_of else "" for f in features],
                     [float(attributions[row, p]) for p in first]))
     return out

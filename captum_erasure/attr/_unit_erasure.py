@@ -30,7 +30,7 @@ from captum_erasure._core.inputs import (
     row_length,
     unpack_batch,
 )
-from captum_erasure._core.options import EngineOptions, UsesEngine
+from captum_erasure._core.options import EngineOptions, UsesEngine, attribute_call
 from captum_erasure._core.scores import check_score
 
 
@@ -123,6 +123,7 @@ class UnitErasureBase(UsesEngine, PerturbationAttribution):
         self.last_stats: EngineStats | None = None
         self.last_result: UnitScores | DatasetImportance | None = None
 
+    @attribute_call
     def unit_scores(self, inputs: Any, target: Any = None, additional_forward_args: Any = None,
                     perturbations_per_eval: int | None = None, show_progress: bool = False,
                     score: str | None = None) -> UnitScores:
@@ -131,9 +132,11 @@ class UnitErasureBase(UsesEngine, PerturbationAttribution):
     def _per_layer(self, values: Tensor | DatasetImportance, widths: list[int]) -> Any:
         raise NotImplementedError
 
+    @attribute_call
     def attribute_future(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} does not support futures")
 
+    @attribute_call
     def attribute_details(self, *args: Any, **kwargs: Any) -> UnitScores:
         """``attribute``'s arguments, the rich result (:class:`UnitScores`: scores per unit,
         widths, original outputs, targets, cost), as every method's ``attribute_details``."""

@@ -35,7 +35,7 @@ from captum_erasure._core.engine import EngineStats, Row, output_logits
 from captum_erasure._core.forwards import model_caller
 from captum_erasure._core.hooks import input_embeddings
 from captum_erasure._core.inputs import ForwardArgs, as_extra_args, attribute_inputs, unpack_batch
-from captum_erasure._core.options import EngineOptions, UsesEngine
+from captum_erasure._core.options import EngineOptions, UsesEngine, attribute_call
 from captum_erasure._core.scores import log_probs
 from captum_erasure._core.text import eval_mode
 from captum_erasure.attr._diffmask_gates import (
@@ -378,6 +378,7 @@ class DiffMask(UsesEngine, PerturbationAttribution):
         return self._masked(ids, extra, (keep >= 0.5).to(torch.float32))
 
     @log_usage(part_of_slo=True)
+    @attribute_call
     def attribute(self, inputs: Tensor | tuple[Tensor], baselines: Any = None,
                   target: Any = None, additional_forward_args: Any = None,
                   feature_mask: Tensor | tuple[Tensor] | None = None,
@@ -395,6 +396,7 @@ class DiffMask(UsesEngine, PerturbationAttribution):
         attr = result.attributions.to(_ids_of(inputs).device)
         return (attr,) if isinstance(inputs, tuple) else attr
 
+    @attribute_call
     def attribute_details(self, inputs: Tensor | tuple[Tensor], baselines: Any = None,
                           target: Any = None, additional_forward_args: Any = None,
                           feature_mask: Tensor | tuple[Tensor] | None = None,

@@ -17,7 +17,7 @@ from captum_erasure._core.inputs import (
     example_indexer,
     row_length,
 )
-from captum_erasure._core.options import EngineOptions
+from captum_erasure._core.options import EngineOptions, attribute_call
 from captum_erasure.attr._unit_erasure import (
     DatasetImportance,
     UnitErasureBase,
@@ -56,6 +56,7 @@ class EmbeddingDimensionErasure(UnitErasureBase):
         self.embedding_layer = embedding_layer
 
     @log_usage(part_of_slo=True)
+    @attribute_call
     def attribute(self, inputs: Tensor | tuple[Tensor], target: Any = None,
                   additional_forward_args: Any = None,
                   perturbations_per_eval: int | None = None, show_progress: bool = False,
@@ -69,6 +70,7 @@ class EmbeddingDimensionErasure(UnitErasureBase):
         attr = result.scores.float().to(tensors[0].device)
         return (attr,) if is_tuple else attr
 
+    @attribute_call
     def unit_scores(self, inputs: Tensor | tuple[Tensor], target: Any = None,
                     additional_forward_args: Any = None,
                     perturbations_per_eval: int | None = None, show_progress: bool = False,

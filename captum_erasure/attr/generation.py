@@ -31,7 +31,7 @@ from captum.log import log_usage
 from torch import Tensor, nn
 
 from captum_erasure._core.engine import EngineStats, Row
-from captum_erasure._core.options import EngineOptions, UsesEngine
+from captum_erasure._core.options import EngineOptions, UsesEngine, attribute_call
 from captum_erasure._core.scores import EQ1_MIN_DENOMINATOR
 from captum_erasure._core.text import eval_mode
 from captum_erasure.attr._kv_prefix import (
@@ -130,6 +130,7 @@ class ContinuationErasure(UsesEngine, PerturbationAttribution):
 
     # -- public -----------------------------------------------------------------------------
     @log_usage(part_of_slo=True)
+    @attribute_call(label_targets=False)
     def attribute(self, inputs: str | Sequence[Any], target: Any = None, *, foil: Any = None,
                   units: str = "words", mode: str = "delete", score: str = "log_prob_diff",
                   baseline_token: int | str | None = None, max_new_tokens: int = 25,
@@ -164,10 +165,12 @@ class ContinuationErasure(UsesEngine, PerturbationAttribution):
             show_progress=show_progress)
         return details.results[0] if single else details.results
 
+    @attribute_call(label_targets=False)
     def attribute_future(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError("attribute_future is not implemented for "
                                   "ContinuationErasure")
 
+    @attribute_call(label_targets=False)
     def attribute_details(self, inputs: Sequence[Any], target: Any = None, *, foil: Any = None,
                           units: str = "words", mode: str = "delete",
                           score: str = "log_prob_diff", baseline_token: int | str | None = None,

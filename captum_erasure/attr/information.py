@@ -33,7 +33,7 @@ from captum_erasure._core.engine import EngineStats
 from captum_erasure._core.forwards import model_caller
 from captum_erasure._core.hooks import encoder_layers, first_tensor, input_embeddings
 from captum_erasure._core.inputs import as_extra_args, attribute_inputs
-from captum_erasure._core.options import EngineOptions, UsesEngine
+from captum_erasure._core.options import EngineOptions, UsesEngine, attribute_call
 from captum_erasure._core.text import eval_mode
 
 POOLED = "pooled"
@@ -170,6 +170,7 @@ class WordInformation(UsesEngine, PerturbationAttribution):
 
     # -- Captum API -------------------------------------------------------------------------
     @log_usage(part_of_slo=True)
+    @attribute_call
     def attribute(self, inputs: Tensor | tuple[Tensor], target: Any = None,
                   additional_forward_args: Any = None, feature_mask: Any = None,
                   show_progress: bool = False) -> Tensor | tuple[Tensor]:
@@ -182,9 +183,11 @@ class WordInformation(UsesEngine, PerturbationAttribution):
         attr = _spread(result.kept, result.feature_mask).float().to(ids.device)
         return (attr,) if is_tuple else attr
 
+    @attribute_call
     def attribute_future(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError("WordInformation optimises with gradients; no futures")
 
+    @attribute_call
     def attribute_details(self, inputs: Tensor | tuple[Tensor], target: Any = None,
                           additional_forward_args: Any = None, feature_mask: Any = None,
                           show_progress: bool = False) -> InformationResult:

@@ -45,7 +45,7 @@ from captum_erasure._core.inputs import (
     check_positive_int,
     check_targets,
 )
-from captum_erasure._core.options import EngineOptions, UsesEngine
+from captum_erasure._core.options import EngineOptions, UsesEngine, attribute_call
 from captum_erasure._core.scores import log_probs
 from captum_erasure._core.text import (
     encode_texts,
@@ -281,13 +281,17 @@ class InputReduction(UsesEngine, PerturbationAttribution):
                                        show_progress)
 
     # -- public entry points ----------------------------------------------------------------
+    @attribute_call
     def reduce(self, texts: str | Sequence[str], *, tokenizer: Any,
                beam_size: int | None = None, importance: str | None = None,
                min_confidence: float | None = None, max_length: int | None = None,
                truncate: bool = False, show_progress: bool = False,
-               max_evaluations: int | None = None) -> list[ReductionResult]:
+               max_evaluations: int | None = None,
+               units: str = "words") -> list[ReductionResult]:
         """Reduce each text (a string is one text); arguments left ``None`` use the
-        constructor's. The reduced text is checked by a final forward (tokenized again)."""
+        constructor's. The reduced text (rebuilt from the text's own characters) is checked
+        by a final forward (tokenized again). ``units``: ``"words"`` (the tokenizer's words)
+        or ``"whitespace"`` tokens, as in every text method."""
         beam_size = _check_beam(self.beam_size if beam_size is None else beam_size)
         importance = _check_importance(importance or self.importance)
         min_confidence = check_fraction("min_confidence", min_confidence, allow_none=True)
@@ -296,7 +300,7 @@ class InputReduction(UsesEngine, PerturbationAttribution):
         budget = self._budget(max_evaluations)
         model = self.forward_func
         encoded = encode_texts(model, tokenizer, texts, max_length=max_length,
-                               truncate=truncate)
+                               truncate=truncate, units=units)
         with eval_mode(model):
             evaluator = self._evaluator(encoded.input_ids, encoded.attention_mask,
                                         encoded.feature_mask, self._pad_id(None, tokenizer),
@@ -339,6 +343,7 @@ class InputReduction(UsesEngine, PerturbationAttribution):
         return self.last_result
 
     @log_usage(part_of_slo=True)
+    @attribute_call
     def attribute(self, inputs: Tensor | tuple[Tensor], baselines: Any = None,
                   target: Any = None, additional_forward_args: Any = None,
                   feature_mask: Tensor | None = None, beam_size: int | None = None,

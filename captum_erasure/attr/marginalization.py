@@ -61,7 +61,7 @@ from captum_erasure._core.masked_lm import (
     resolve_mlm_tokens,
     token_feature_mask,
 )
-from captum_erasure._core.options import EngineOptions, UsesEngine
+from captum_erasure._core.options import EngineOptions, UsesEngine, attribute_call
 from captum_erasure._core.scores import (
     check_outputs_fit_score,
     log_probs,
@@ -215,6 +215,7 @@ class InputMarginalization(UsesEngine, PerturbationAttribution):
 
     # -- Captum API -------------------------------------------------------------------------
     @log_usage(part_of_slo=True)
+    @attribute_call
     def attribute(self, inputs: Tensor | tuple[Tensor], target: Any = None,
                   additional_forward_args: Any = None, feature_mask: Tensor | None = None,
                   threshold: float | None = None, top_k: int | None = None,
@@ -236,10 +237,12 @@ class InputMarginalization(UsesEngine, PerturbationAttribution):
         attr = result.attributions.to(ids.device)
         return (attr,) if is_tuple else attr
 
+    @attribute_call
     def attribute_future(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError("InputMarginalization does not support futures")
 
     # -- the computation --------------------------------------------------------------------
+    @attribute_call
     def attribute_details(self, inputs: Tensor, target: Any = None,
                           additional_forward_args: Any = None,
                           feature_mask: Tensor | None = None, *, threshold: float | None = None,

@@ -38,7 +38,7 @@ from captum_erasure._core.inputs import (
     feature_mask_like,
     model_limits,
 )
-from captum_erasure._core.options import EngineOptions, UsesEngine
+from captum_erasure._core.options import EngineOptions, UsesEngine, attribute_call
 from captum_erasure._core.scores import check_score
 from captum_erasure._core.text import NOT_A_FEATURE, feature_ids
 
@@ -130,6 +130,7 @@ class WordErasure(UsesEngine, FeatureAblation):
 
     # -- Captum API -------------------------------------------------------------------------
     @log_usage(part_of_slo=True)
+    @attribute_call
     def attribute(self, inputs: Tensor | tuple[Tensor, ...], baselines: Any = None,
                   target: Any = None, additional_forward_args: Any = None,
                   feature_mask: Any = None, perturbations_per_eval: int | None = None,
@@ -163,6 +164,7 @@ class WordErasure(UsesEngine, FeatureAblation):
         return super().attribute(
             inputs, perturbations_per_eval=_captum_ppe(perturbations_per_eval), **args, **kwargs)
 
+    @attribute_call
     def attribute_future(self, inputs: Tensor | tuple[Tensor, ...], baselines: Any = None,
                          target: Any = None, additional_forward_args: Any = None,
                          feature_mask: Any = None, perturbations_per_eval: int | None = None,
@@ -243,6 +245,7 @@ class WordErasure(UsesEngine, FeatureAblation):
         return torch.float64 if words.output_dtype == torch.float64 else torch.float32
 
     # -- word-level API ---------------------------------------------------------------------
+    @attribute_call
     def attribute_words(self, inputs: Tensor, baselines: Any = None, target: Any = None,
                         additional_forward_args: Any = None, feature_mask: Tensor | None = None,
                         perturbations_per_eval: int | None = None, show_progress: bool = False,
@@ -305,6 +308,7 @@ class WordErasure(UsesEngine, FeatureAblation):
                                       result.targets, engine.stats, mask, engine.output_dtype)
         return self.last_result
 
+    @attribute_call
     def attribute_details(self, *args: Any, **kwargs: Any) -> WordScores:
         """``attribute``'s arguments, the rich result (:class:`WordScores`: one score per word,
         the original outputs, targets, cost), as every method's ``attribute_details``."""

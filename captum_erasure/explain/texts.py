@@ -22,11 +22,14 @@ from captum_erasure._core.scores import check_score
 from captum_erasure._core.text import (
     check_model_and_tokenizer,
     check_text,
+    check_units,
     encode_batch,
     eval_mode,
     label_name,
     max_tokens_of,
     num_labels,
+    resolve_label_names,
+    unit_spans,
     word_feature_mask,
     word_tokens,
 )
@@ -40,7 +43,7 @@ class TextExplanation:
     """Word-level erasure scores of one text, with the model's prediction."""
 
     text: str
-    words: list[str]                # words as they appear in ``text``
+    words: list[str]                # units (``units=``) as they appear in ``text``
     scores: list[float]             # one score per word, same order
     predicted: int                  # argmax class of the unperturbed text
     predicted_label: str            # its name from ``model.config.id2label``
@@ -52,19 +55,26 @@ class TextExplanation:
     gold_label: str | None = None
     mode: str = "delete"            # how words were erased
     score_name: str = "eq1"         # which score (see :mod:`captum_erasure._core.scores`)
+    units: str = "words"            # what a word is: tokenizer words or whitespace tokens
 
 
-def _check_target(target: Any, labels: Any, n_classes: int | None) -> int | str:
+def _check_target(model: nn.Module, target: Any, labels: Any,
+                  n_classes: int | None) -> int | str:
     if isinstance(target, str) and target in TARGETS:
         if target == "gold" and labels is None:
             raise ValueError("target='gold' needs labels= (one gold label per text)")
         return target
+    if isinstance(target, str):
+        try:
+            return resolve_label_names(target, model)
+        except ValueError as err:
+            raise ValueError(f"{err}; or 'predicted' or 'gold'") from None
     try:
         if isinstance(target, bool):
             raise TypeError
         index = operator.index(target)
     except TypeError:
-        raise ValueError(f"target must be 'predicted', 'gold' or a class index, "
+        raise ValueError(f"target must be 'predicted', 'gold', a class index or a label name, "
                          f"got {target!r}") from None
     if n_classes is not None and not 0 <= index < n_classes:
         raise ValueError(f"target {index} is outside the model's class range "
@@ -73,13 +83,13 @@ def _check_target(target: Any, labels: Any, n_classes: int | None) -> int | str:
 
 
 def _gold_index(model: nn.Module, label: Any, position: int, n_classes: int | None) -> int:
-    """A gold label as a class index (label names are looked up in ``config.label2id``)."""
+    """A gold label as a class index (label names are looked up in ``config.id2label``)."""
     if isinstance(label, str):
-        label2id = getattr(getattr(model, "config", None), "label2id", None) or {}
-        if label not in label2id:
-            raise ValueError(f"label {label!r} of text {position} is not one of the model's "
-                             f"labels {sorted(label2id)}")
-        return int(label2id[label])
+        try:
+            return resolve_label_names(label, model, "label")
+        except ValueError as err:  # say which text's label
+            raise ValueError(str(err).replace(f"label {label!r}",
+                                              f"label {label!r} of text {position}", 1)) from None
     try:
         index = operator.index(label)
     except TypeError:
@@ -106,29 +116,24 @@ def _paired(texts: Iterable[str], labels: Iterable[Any] | None) -> Iterator[tupl
         yield text, label
 
 
-def _word_text(encoding: Any, row: int, feature: int, text: str, fallback: dict) -> str:
-    span = encoding.word_to_chars(row, feature)
-    word = text[span.start:span.end] if span is not None else ""
-    return word or fallback.get(feature, "")
-
-
 def iter_explanations(model: nn.Module, tokenizer: Any, texts: Iterable[str], *,
                       labels: Iterable[Any] | None = None, target: int | str = "predicted",
                       score: str = "eq1", mode: str = "delete",
                       baseline_token: int | str | None = None, max_length: int | None = None,
                       truncate: bool = False, batch_size: int = 64, texts_per_call: int = 64,
-                      device: torch.device | str | None = None,
+                      device: torch.device | str | None = None, units: str = "words",
                       show_progress: bool = False) -> Iterator[TextExplanation]:
     """Like :func:`explain_texts`, but lazy: reads ``texts`` (any iterable) ``texts_per_call``
     at a time and yields explanations as each group is done. Arguments are checked at once."""
     check_model_and_tokenizer(model, tokenizer)
     check_score(score)
+    check_units(units)
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; choose one of {MODES}")
     if texts_per_call < 1 or batch_size < 1:
         raise ValueError("texts_per_call and batch_size must be >= 1")
     n_classes = num_labels(model)
-    target = _check_target(target, labels, n_classes)
+    target = _check_target(model, target, labels, n_classes)
     if isinstance(texts, str):
         texts = [texts]
     if labels is not None and hasattr(texts, "__len__") and hasattr(labels, "__len__") \
@@ -140,7 +145,7 @@ def iter_explanations(model: nn.Module, tokenizer: Any, texts: Iterable[str], *,
                             pad_token_id=pad_token_id_of(model, tokenizer))
     settings = dict(model=model, tokenizer=tokenizer, explainer=explainer, target=target,
                     score=score, mode=mode, baseline=baseline, limit=limit, truncate=truncate,
-                    n_classes=n_classes, show_progress=show_progress)
+                    n_classes=n_classes, units=units, show_progress=show_progress)
     return _stream(_paired(texts, labels), texts_per_call, settings)
 
 
@@ -172,12 +177,13 @@ def _baseline_id(tokenizer: Any, baseline_token: int | str | None, mode: str) ->
 def _explain_group(group: list[tuple[str, Any]], start: int, *, model: nn.Module,
                    tokenizer: Any, explainer: WordErasure, target: int | str, score: str,
                    mode: str, baseline: int | None, limit: int | None, truncate: bool,
-                   n_classes: int | None, show_progress: bool) -> Iterator[TextExplanation]:
+                   n_classes: int | None, units: str,
+                   show_progress: bool) -> Iterator[TextExplanation]:
     texts = [check_text(text, start + i) for i, (text, _) in enumerate(group)]
     golds = [None if label is None else _gold_index(model, label, start + i, n_classes)
              for i, (_, label) in enumerate(group)]
     encoding = encode_batch(tokenizer, texts, start, limit, truncate)
-    mask = word_feature_mask(encoding)
+    mask = word_feature_mask(encoding, units=units)
     for row in range(len(texts)):
         if not (mask[row] >= 0).any():
             raise ValueError(f"text {start + row} has no words the tokenizer keeps")
@@ -201,18 +207,21 @@ def _explain_group(group: list[tuple[str, Any]], start: int, *, model: nn.Module
         tokens = tokenizer.convert_ids_to_tokens(ids[row].tolist())
         joined = dict(word_tokens(tokens, mask[row]))
         features = result.feature_ids[row]
+        unit_of, spans = unit_spans(encoding, row, units)
+        span_of = dict(zip(dict.fromkeys(unit_of.values()), spans))
         predicted = int(probs[row].argmax())
         target_index = int(targets[row])
         yield TextExplanation(
             text=text,
-            words=[_word_text(encoding, row, f, text, joined) for f in features],
+            words=[text[slice(*span_of[f])] if f in span_of else joined.get(f, "")
+                   for f in features],
             scores=[float(s) for s in scores[row, :len(features)]],
             predicted=predicted, predicted_label=label_name(model, predicted),
             probability=float(probs[row, predicted]),
             target=target_index, target_label=label_name(model, target_index),
             target_probability=float(probs[row, target_index]),
             gold=golds[row], gold_label=label_name(model, golds[row]),
-            mode=mode, score_name=score)
+            mode=mode, score_name=score, units=units)
 
 
 def explain_texts(model: nn.Module, tokenizer: Any, texts: Iterable[str], *,
@@ -220,23 +229,28 @@ def explain_texts(model: nn.Module, tokenizer: Any, texts: Iterable[str], *,
                   score: str = "eq1", mode: str = "delete",
                   baseline_token: int | str | None = None, max_length: int | None = None,
                   truncate: bool = False, batch_size: int = 64, texts_per_call: int = 64,
-                  device: torch.device | str | None = None,
+                  device: torch.device | str | None = None, units: str = "words",
                   show_progress: bool = False) -> list[TextExplanation]:
     """Erasure importance of every word of every text for an HF sequence classifier.
 
     Args:
         model: a sequence-classification model, called with keywords (``input_ids=``,
             ``attention_mask=``) and returning ``.logits``; re-packed rows are padded with
-            its ``config.pad_token_id``, else the tokenizer's. It is evaluated in eval mode (restored afterwards).
+            its ``config.pad_token_id``, else the tokenizer's. It is evaluated in eval mode
+            (restored afterwards).
         tokenizer: the model's fast tokenizer (words come from its ``word_ids``: the pieces of
             one word are one feature; special tokens are never erased).
         texts: the texts; a single string is one text.
-        labels: gold labels (class indices or names from ``config.label2id``), one per text.
-        target: ``"predicted"`` (the model's argmax), ``"gold"`` (needs ``labels``) or a class
-            index; the scores explain this class.
+        labels: gold labels (class indices or names from ``config.id2label``), one per text.
+        target: ``"predicted"`` (the model's argmax), ``"gold"`` (needs ``labels``), a class
+            index or a label name from ``config.id2label`` (``"positive"``); the scores
+            explain this class.
         score: ``"eq1"`` (Li et al.'s Eq. 1) or another score of :mod:`captum_erasure._core.scores`.
         mode: ``"delete"`` (the word is removed, as in Li et al.), ``"replace"`` (by
             ``baseline_token``, default ``[PAD]``), ``"attention"`` or ``"zero"``.
+        units: what a word is: ``"words"`` (the tokenizer's words: "couldn't" is ``couldn``,
+            ``'``, ``t``) or ``"whitespace"`` (whitespace-separated tokens: "couldn't" and
+            "film," are one word each, as LIT's AblationFlip splits text).
         max_length: longest input in tokens (default: the tokenizer's ``model_max_length``,
             capped by ``config.max_position_embeddings``). Longer texts raise ValueError unless
             ``truncate=True`` (then they are truncated with a warning).
@@ -250,6 +264,6 @@ def explain_texts(model: nn.Module, tokenizer: Any, texts: Iterable[str], *,
     return list(iter_explanations(
         model, tokenizer, texts, labels=labels, target=target, score=score, mode=mode,
         baseline_token=baseline_token, max_length=max_length, truncate=truncate,
-        batch_size=batch_size, texts_per_call=texts_per_call, device=device,
+        batch_size=batch_size, texts_per_call=texts_per_call, device=device, units=units,
         show_progress=show_progress))
 

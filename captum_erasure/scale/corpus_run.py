@@ -15,7 +15,8 @@ reduced in the actor to a partial :class:`~captum_erasure.explain.corpus.CorpusI
 and the driver merges the partials in corpus order, exactly (integer sums). The per-example
 scores are therefore those of one process, and the tables equal its tables.
 
-Ray is imported only here, on use (``pip install captum-erasure[ray]``); see ``docs/ray.md``.
+Ray is imported only here, on use (``pip install 'ray[data]==2.60.0'``, the ``ray``
+extra); see ``docs/ray.md``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any, Callable, Iterator
 import torch
 from tqdm.auto import tqdm
 
+from captum_erasure._core.extras import install_hint
 from captum_erasure.explain.corpus import CorpusImportance
 from captum_erasure.explain.texts import TextExplanation, iter_explanations
 from captum_erasure.models import load_default_model
@@ -326,7 +328,8 @@ def _run(task: str, source: Any, out: Path | None, model: Any, labels: Any, text
         try:
             import ray  # noqa: F401  (a clear error before any work when Ray is missing)
         except ImportError as err:
-            raise ImportError("backend='ray' needs Ray: pip install 'captum-erasure[ray]'") \
+            raise ImportError("backend='ray' needs Ray: "
+                              + install_hint("ray", "ray[data]==2.60.0")) \
                 from err
         from captum_erasure.scale import _ray_corpus
         return _ray_corpus.run(job, source, labels, address=address, num_actors=num_actors,

@@ -110,9 +110,9 @@ def test_wrong_output_rows_is_a_clear_error():
 
 
 def test_bad_budgets_rejected():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="batch_size must be a positive integer or None, got 0"):
         PerturbationEngine(linear_forward, batch_size=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="max_tokens must be a positive integer or None, got 0"):
         PerturbationEngine(linear_forward, max_tokens=0)
 
 
@@ -153,7 +153,7 @@ def test_engine_for_call_budgets():
                              perturbations_per_eval=None, device="cpu",
                              one_row_per_example=True, **common)
     assert single.batch_size == 1
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="perturbations_per_eval must be a positive integer"):
         engine_for_call(linear_forward, linear_forward, n_examples=1, perturbations_per_eval=0,
                         device="cpu", **common)
 

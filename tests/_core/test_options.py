@@ -70,3 +70,42 @@ def test_rich_result_convention():
     units = HiddenUnitErasure(lambda x: identity(x), [identity])
     result = units.attribute_details(torch.tensor([[1.0, 2.0]]), target=1, score="logit_diff")
     assert units.last_result is result and result.widths == [2]
+
+
+# -- options and label names where a Captum user passes them: attribute ------------------------
+def test_output_is_a_per_call_option_of_attribute(tiny_model, tiny_tokenizer):
+    enc = tiny_tokenizer(["the movie was good", "a dull plot"], return_tensors="pt",
+                         padding=True)
+
+    def probs(ids, mask):
+        return torch.softmax(tiny_model(ids, attention_mask=mask).logits, -1)
+
+    args = dict(additional_forward_args=(enc["attention_mask"],), target=1)
+    by_constructor = WordErasure(probs, output="probs").attribute(enc["input_ids"], **args)
+    method = WordErasure(probs)
+    per_call = method.attribute(enc["input_ids"], output="probs", **args)
+    torch.testing.assert_close(per_call, by_constructor, rtol=0, atol=0)
+    assert method.output == "logits"  # the override lasted one call
+    wrong = method.attribute(enc["input_ids"], **args)  # probs read as logits: other numbers
+    assert not torch.allclose(wrong, per_call)
+    with pytest.raises(ValueError, match=r"output must be one of .*got 'odds'"):
+        method.attribute(enc["input_ids"], output="odds", **args)
+    assert method.output == "logits"
+
+
+def test_label_names_are_targets_in_every_method(tiny_model, tiny_tokenizer):
+    enc = tiny_tokenizer(["the movie was good", "a dull plot"], return_tensors="pt",
+                         padding=True)
+    ids, extra = enc["input_ids"], (enc["attention_mask"],)
+    method = WordErasure(tiny_model)
+    torch.testing.assert_close(method.attribute(ids, additional_forward_args=extra,
+                                                target="pos"),
+                               method.attribute(ids, additional_forward_args=extra, target=2))
+    torch.testing.assert_close(
+        method.attribute(ids, additional_forward_args=extra, target=["neg", "pos"]),
+        method.attribute(ids, additional_forward_args=extra, target=[0, 2]))
+    details = method.attribute_details(ids, target="neu", additional_forward_args=extra)
+    assert details.targets.tolist() == [1, 1]
+    with pytest.raises(ValueError, match=r"target 'good' is not one of the model's labels: "
+                                         r"'neg', 'neu', 'pos'"):
+        method.attribute(ids, additional_forward_args=extra, target="good")

@@ -231,7 +231,7 @@ def test_wrong_target_raises(pooled):
 def test_nan_output_raises():
     model = nn.Linear(3, 2)
     x = torch.tensor([[1.0, float("nan"), 0.0]])
-    with pytest.raises(FloatingPointError):
+    with pytest.raises(FloatingPointError, match="model output contains NaN or infinite"):
         EmbeddingDimensionErasure(model).attribute(x)
 
 

@@ -118,3 +118,18 @@ def test_one_word_and_bad_input(tiny_tokenizer):
         InputReduction(model).reduce([""], tokenizer=tiny_tokenizer)
     with pytest.raises(ValueError, match="embedding"):
         InputReduction(lambda ids, mask: model(ids, mask)).reduce(TEXT, tokenizer=tiny_tokenizer)
+
+
+def test_units_and_the_reduced_text_keep_the_texts_characters(tiny_tokenizer):
+    """"good, great bad!" with whitespace units: three units; "bad!" goes first (removing
+    it raises the score), then by word order "good,"; the reduced text is cut from the text."""
+    reducer = InputReduction(MarkerBag(), importance="loo")
+    [spaces] = reducer.reduce("good,  great bad!", tokenizer=tiny_tokenizer, units="whitespace")
+    assert spaces.words == ["good,", "great", "bad!"]
+    assert spaces.removal_path == [2, 0] and spaces.reduced_text == "great" and spaces.verified
+    [words] = reducer.reduce("good,  great bad!", tokenizer=tiny_tokenizer)
+    assert words.words == ["good", ",", "great", "bad", "!"]
+    # bad first, then the zero-weight punctuation, then good: "great" is left alone
+    assert words.reduced_text == "great" and words.reduced_words == ["great"]
+    with pytest.raises(ValueError, match=r"units must be one of \('words', 'whitespace'\)"):
+        reducer.reduce("good", tokenizer=tiny_tokenizer, units="tokens")

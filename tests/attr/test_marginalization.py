@@ -289,8 +289,12 @@ def test_missing_mask_token_and_bad_arguments(classifier, mlm, tokenizer):
         InputMarginalization(classifier, mlm)
     method = InputMarginalization(classifier, mlm, tokenizer=tokenizer)
     ids = torch.tensor([[2, 5, 3]])
-    for bad in (dict(threshold=1.5), dict(top_k=0), dict(top_p=0.0), dict(word_reduce="max")):
-        with pytest.raises(ValueError):
+    for bad, message in (
+            (dict(threshold=1.5), r"threshold must be in \[0, 1\), got 1.5"),
+            (dict(top_k=0), "top_k must be a positive integer or None, got 0"),
+            (dict(top_p=0.0), r"top_p must be in \(0, 1\], got 0.0"),
+            (dict(word_reduce="max"), r"word_reduce must be one of \('sum', 'mean'\), got 'max'")):
+        with pytest.raises(ValueError, match=message):
             method.attribute(ids, **bad)
     with pytest.raises(ValueError, match="target"):
         method.attribute(ids, target=7)

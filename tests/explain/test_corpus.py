@@ -109,8 +109,7 @@ def test_word_lookup_and_rankings(importance):
     assert len(positive) <= 3 and (positive["mean"] > 0).all()
     assert positive["mean"].is_monotonic_decreasing
     assert (negative["mean"] < 0).all() and negative["mean"].is_monotonic_increasing
-    if len(negative):
-        assert negative.loc[0, "mean"] == table["mean"].min()
+    assert len(negative) > 0 and negative.loc[0, "mean"] == table["mean"].min()
     robust = importance.top_positive(n=3)
     assert (robust["shrunk"] > 0).all() and robust["shrunk"].is_monotonic_decreasing
     frequent = importance.table(min_count=3)

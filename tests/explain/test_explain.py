@@ -156,7 +156,8 @@ def test_truncate_warns_and_keeps_the_first_words(tiny_model, tiny_tokenizer):
     (3, None, r"target 3 is outside the model's class range \[0, 2\]"),
     (-1, None, r"target -1 is outside"),
     ("gold", None, r"target='gold' needs labels"),
-    ("best", None, r"target must be 'predicted', 'gold' or a class index"),
+    ("best", None,
+     r"target 'best' is not one of the model's labels: 'neg', 'neu', 'pos'; or 'predicted'"),
     ("gold", [0, 7], r"label 7 of text 1 is outside"),
     ("gold", [0, "great"], r"label 'great' of text 1 is not one of the model's labels"),
     ("gold", [0], r"got 1 labels for 2 texts"),
@@ -230,6 +231,21 @@ def test_format_table_handles_non_finite_scores():
                         predicted_label="x", probability=0.9, target=0, target_label="x",
                         target_probability=0.9)
     assert "inf" in format_table([e])
+
+
+def test_units_and_label_names(tiny_model, tiny_tokenizer):
+    text = "the movie, it was good!"
+    [words] = explain_texts(tiny_model, tiny_tokenizer, text, target="pos")
+    [spaces] = explain_texts(tiny_model, tiny_tokenizer, text, target="pos", units="whitespace")
+    assert words.words == ["the", "movie", ",", "it", "was", "good", "!"]
+    assert spaces.words == text.split() and spaces.units == "whitespace"
+    assert words.target == spaces.target == 2 and words.target_label == "pos"
+    [by_index] = explain_texts(tiny_model, tiny_tokenizer, text, target=2)
+    assert by_index.scores == words.scores
+    # the whitespace unit "movie," is one erasure: its score differs from either piece's
+    assert spaces.scores[0] == words.scores[0] and spaces.scores[1] not in words.scores
+    [gold] = explain_texts(tiny_model, tiny_tokenizer, text, labels=["neu"], target="gold")
+    assert gold.gold == gold.target == 1
 
 
 def test_format_table_shares_one_bar_scale_unless_per_text():

@@ -360,3 +360,33 @@ def test_information_row_is_word_information_at_the_chosen_layer(client, dataset
                                                    "config": {LAYER_KEY: "top"}},
                     model="toy", dataset_name="toy_data", interpreter=INFORMATION_NAME)
     assert response.status_code != 200 and LAYER_KEY in response.get_data(as_text=True)
+
+
+def test_every_row_and_generator_offers_units_and_whitespace_units_are_the_library_s(toys):
+    from captum_erasure import greedy_flip
+    from lit_plugin._common import UNITS_KEY
+    classifier, tokenizer, mlm = toys
+    model = HFSequenceClassifier(classifier, tokenizer)
+    interpreters = erasure_interpreters(mlm, tokenizer)
+    generators = erasure_generators()
+    for component in [*interpreters.values(), *generators.values()]:
+        field = component.config_spec()[UNITS_KEY]
+        assert (field.vocab, field.default) == (["words", "whitespace"], "words"), component
+    text = "the film is unbelievable !"
+    spaces = {UNITS_KEY: "whitespace"}
+    [row] = interpreters[WORD_ERASURE_NAME].run([{"text": text}], model, None, config=spaces)
+    [expected] = explain_texts(classifier, tokenizer, text, units="whitespace")
+    assert row["text"].tokens == expected.words == ["the", "film", "is", "unbelievable", "!"]
+    assert row["text"].salience == expected.scores
+    glued = "the film is unbelievable!"
+    [row] = interpreters[FLIP_SET_NAME].run([{"text": glued}], model, None, config=spaces)
+    assert row["text"].tokens == ["the", "film", "is", "unbelievable!"]
+    [row] = interpreters[FLIP_SET_NAME].run([{"text": glued}], model, None)
+    assert row["text"].tokens == ["the", "film", "is", "unbelievable", "!"]
+    generated = generators[GREEDY_FLIP_NAME].generate({"text": glued}, model, None,
+                                                      config=spaces)
+    [flip] = greedy_flip(classifier, glued, tokenizer=tokenizer, units="whitespace")
+    assert flip.flipped and [g["text"] for g in generated] == [flip.remaining_text]
+    with pytest.raises(ValueError, match=r"'Units .*' must be one of \['words', 'whitespace'\]"):
+        interpreters[WORD_ERASURE_NAME].run([{"text": text}], model, None,
+                                            config={UNITS_KEY: "sentences"})

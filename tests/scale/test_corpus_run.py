@@ -135,4 +135,5 @@ assert not [m for m in sys.modules if m == "ray" or m.startswith("ray.")]
                           env={"HF_HUB_OFFLINE": "1", "PATH": "", "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["1", "backend='ray' needs Ray: pip install "
-                                        "'captum-erasure[ray]'"]
+                                        "'ray[data]==2.60.0' (or, in a checkout of "
+                                        "captum-erasure, pip install -e '.[ray]')"]

@@ -13,6 +13,7 @@ from captum_erasure._core.text import (
     EncodedTexts,
     feature_ids,
     label_name,
+    resolve_label_names,
     word_feature_mask,
 )
 from captum_erasure._core.word_sets import SetEvaluator
@@ -51,11 +52,14 @@ class FlipResult:
         return [self.words[i] for i in self.erased]
 
 
-def flip_targets(target: Any, n_examples: int, n_classes: int) -> list[int | None]:
-    """One class to flip *towards* per example (None: away from the original label); bad
-    targets get the core's errors (:func:`~captum_erasure._core.inputs.check_targets`)."""
+def flip_targets(target: Any, n_examples: int, n_classes: int,
+                 model: Any = None) -> list[int | None]:
+    """One class to flip *towards* per example (None: away from the original label), given
+    as class indices or label names of ``model``; bad targets get the core's errors
+    (:func:`~captum_erasure._core.inputs.check_targets`)."""
     if target is None:
         return [None] * n_examples
+    target = resolve_label_names(target, model)
     return check_targets(target, n_examples, n_classes, allow_none_items=True)
 
 

@@ -52,7 +52,9 @@ def greedy_flip(model: nn.Module, texts: str | Sequence[str], *, tokenizer: Any,
     step, one verification row. ``prune_result=True`` also applies the post-hoc pruning of
     :class:`~captum_erasure.MinimalErasure` (off by default: the plain baseline). Pass an
     ``EngineStats`` as ``stats`` to have this call's forward calls and rows added to it.
-    ``units``: ``"words"`` or ``"whitespace"`` tokens (see :func:`encode_texts`).
+    ``units``: ``"words"`` (the tokenizer's words) or ``"whitespace"`` tokens (see
+    :func:`~captum_erasure._core.text.unit_spans`); ``target``: a class index or label name
+    (``"positive"``), one for all texts or one per text.
     """
     # None is the only "no limit": 0 and -1 are errors, not "never" or "unlimited".
     max_erasures = check_positive_int("max_erasures", max_erasures, allow_none=True)
@@ -93,7 +95,7 @@ def _greedy(model: nn.Module, tokenizer: Any, encoded: EncodedTexts, evaluator: 
             target: Any, max_erasures: int | None, prune_result: bool) -> list[FlipResult]:
     n = len(encoded)
     original = evaluator.evaluate([(b, ()) for b in range(n)], desc="originals")
-    targets = flip_targets(target, n, original.shape[1])
+    targets = flip_targets(target, n, original.shape[1], model)
     orders = loo_order(evaluator, original, targets)
     found: list[list[int] | None] = [None] * n
     messages = [""] * n

@@ -36,7 +36,7 @@ from captum_erasure._core.inputs import (
     baseline_token_from,
     check_positive_int,
 )
-from captum_erasure._core.options import EngineOptions, UsesEngine
+from captum_erasure._core.options import EngineOptions, UsesEngine, attribute_call
 from captum_erasure._core.text import encode_texts, eval_mode
 from captum_erasure._core.word_sets import SetEvaluator
 from captum_erasure.attr.flip._common import (
@@ -196,13 +196,13 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
             valid[b, :len(feats)] = True
         pairs = sentence_pairs(words, n_words) if words is not None else \
             valid[:, 1:] & valid[:, :-1]
-        targets = flip_targets(target, len(ids), original.shape[1])
+        targets = flip_targets(target, len(ids), original.shape[1], self.forward_func)
         return SearchBatch(evaluator, reps, valid, pairs, original, targets)
 
     # -- amortised training ---------------------------------------------------------------------
     def fit(self, texts: Iterable[str] | Iterable[Sequence[str]], *, tokenizer: Any,
             epochs: int = 1, batch_size: int = 16, target: Any = None,
-            max_length: int | None = None, truncate: bool = True,
+            max_length: int | None = None, truncate: bool = True, units: str = "words",
             show_progress: bool = True) -> pd.DataFrame:
         """Train the policy and the baseline once over a corpus (amortised): per step a batch
         of texts, ``samples`` masks per text, all evaluated in one batched pass. ``texts`` is a
@@ -227,7 +227,8 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
                 order = torch.randperm(len(batches), generator=generator).tolist()
                 for index in order:
                     encoded = encode_texts(self.forward_func, tokenizer, batches[index],
-                                           max_length=max_length, truncate=truncate)
+                                           max_length=max_length, truncate=truncate,
+                                           units=units)
                     batch = self._batch(encoded.input_ids, encoded.attention_mask,
                                         encoded.feature_mask, encoded.words, target,
                                         self._pad_id(None, tokenizer), False)
@@ -393,6 +394,7 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
                     requests.append((b, prefix(b, (low + high) // 2)))
 
     # -- public entry points --------------------------------------------------------------------
+    @attribute_call
     def explain(self, texts: str | Sequence[str], *, tokenizer: Any, target: Any = None,
                 max_evaluations: int | None = None, max_length: int | None = None,
                 truncate: bool = False, units: str = "words",
@@ -424,6 +426,7 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
         return results
 
     @log_usage(part_of_slo=True)
+    @attribute_call
     def attribute(self, inputs: Tensor | tuple[Tensor], baselines: Any = None,
                   target: Any = None, additional_forward_args: Any = None,
                   feature_mask: Tensor | None = None, max_evaluations: int | None = None,

@@ -17,7 +17,7 @@ from captum.log import log_usage
 from torch import Tensor, nn
 
 from captum_erasure._core.inputs import as_input_tuple
-from captum_erasure._core.options import EngineOptions
+from captum_erasure._core.options import EngineOptions, attribute_call
 from captum_erasure.attr._unit_erasure import (
     DatasetImportance,
     UnitErasureBase,
@@ -71,6 +71,7 @@ class HiddenUnitErasure(UnitErasureBase):
             raise ValueError("the same module is listed twice in layers")
 
     @log_usage(part_of_slo=True)
+    @attribute_call
     def attribute(self, inputs: Any, target: Any = None, additional_forward_args: Any = None,
                   perturbations_per_eval: int | None = None, show_progress: bool = False,
                   score: str | None = None) -> Tensor | tuple[Tensor, ...] | dict[str, Tensor]:
@@ -82,6 +83,7 @@ class HiddenUnitErasure(UnitErasureBase):
         device = as_input_tuple(inputs)[0][0].device
         return self._per_layer(result.scores.float().to(device), result.widths)
 
+    @attribute_call
     def unit_scores(self, inputs: Any, target: Any = None, additional_forward_args: Any = None,
                     perturbations_per_eval: int | None = None, show_progress: bool = False,
                     score: str | None = None) -> UnitScores:

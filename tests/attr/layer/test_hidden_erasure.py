@@ -173,12 +173,20 @@ def test_rnn_final_state_is_erased_like_the_output(bidirectional):
     b = HiddenUnitErasure(via_state, via_state.rnn).attribute(ids, target=1)
     assert a.abs().min() > 0
     torch.testing.assert_close(a, b, **TIGHT)
-    if not bidirectional:
-        expected = manual_all_units(via_state, via_state.rnn, (ids,), 4, 1)
-        assert not torch.allclose(expected, a.double())  # h_n untouched: wrong answer
-        fixed = torch.stack([manual_eq1(via_state, via_state.rnn, (ids,), u, 1, True)
-                             for u in range(4)], 1)
-        torch.testing.assert_close(a.double(), fixed, **TIGHT)
+
+
+def test_rnn_final_state_erasure_is_eq1_with_h_n_zeroed_too():
+    torch.manual_seed(3)
+    via_output = FinalStateLSTM(False, False).eval()
+    via_state = FinalStateLSTM(True, False).eval()
+    via_state.load_state_dict(via_output.state_dict())
+    ids = torch.randint(0, 12, (3, 6))
+    a = HiddenUnitErasure(via_state, via_state.rnn).attribute(ids, target=1)
+    expected = manual_all_units(via_state, via_state.rnn, (ids,), 4, 1)
+    assert not torch.allclose(expected, a.double())  # h_n untouched: wrong answer
+    fixed = torch.stack([manual_eq1(via_state, via_state.rnn, (ids,), u, 1, True)
+                         for u in range(4)], 1)
+    torch.testing.assert_close(a.double(), fixed, **TIGHT)
 
 
 def test_tiny_bert_two_encoder_layers_at_once():
@@ -284,7 +292,7 @@ def test_wrong_target_raises(mlp_data):
         method.attribute(x, target=3)
     with pytest.raises(ValueError, match="targets"):
         method.attribute(x, target=[0, 1])
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="attribute_dataset's target must be None or an int"):
         method.attribute_dataset([x], target=[0, 1, 2, 0])
 
 
@@ -292,7 +300,7 @@ def test_nan_output_raises(mlp_data):
     model, x = mlp_data
     x = x.clone()
     x[1, 0] = float("nan")
-    with pytest.raises(FloatingPointError):
+    with pytest.raises(FloatingPointError, match=r"NaN or infinite values in 1 of 4 rows"):
         HiddenUnitErasure(model, model.act1).attribute(x)
 
 
@@ -300,7 +308,7 @@ def test_layer_off_the_forward_path_raises(mlp_data):
     model, x = mlp_data
     with pytest.raises(ValueError, match="did not run"):
         HiddenUnitErasure(model, nn.Tanh()).attribute(x)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="layers must be a module, or a non-empty list"):
         HiddenUnitErasure(model, [])
     with pytest.raises(ValueError, match="twice"):
         HiddenUnitErasure(model, [model.act1, model.act1])
