@@ -442,7 +442,7 @@ def main() -> None:
     parser.add_argument("--min-words", type=int, default=30, help="--texts long: at least")
     parser.add_argument("--searches", nargs="+", choices=tuple(SEARCH_FILES),
                         default=["guided"], help="MinimalErasure searches to run")
-    parser.add_argument("--policy-samples", type=int, nargs="+", default=[16],
+    parser.add_argument("--policy-samples", type=int, nargs="+", default=[8],
                         help="K of the policy search (several: one run each; the curve "
                              "uses the first)")
     parser.add_argument("--skip-greedy", action="store_true")

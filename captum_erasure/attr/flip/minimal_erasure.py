@@ -96,7 +96,8 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
             ``"policy"``: the paper's procedure, the fitted policy's masks only
             (:mod:`.policy_search`; ``max_evaluations``, ``probes`` etc. do not apply).
         policy_samples: masks per text of ``search="policy"`` (the threshold decoding and
-            draws from the policy, one batched pass).
+            draws from the policy, one batched pass; 16 made no smaller sets than 8 in
+            docs/policy_search.md).
         mode: how a word is erased: ``"delete"`` (default), ``"replace"`` or ``"attention"``.
         seed: seeds the policy's initial weights and every sampling call (reproducible).
     """
@@ -108,7 +109,8 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
                  refine_learning_rate: float = 1e-2, hidden: int = 64,
                  learning_rate: float = 1e-3,
                  prior: float = 0.1, prior_weight: float = 0.05,
-                 search: str = "guided", policy_samples: int = 16, mode: str = "delete", baseline_token: int | None = None,
+                 search: str = "guided", policy_samples: int = 8, mode: str = "delete",
+                 baseline_token: int | None = None,
                  pad_token_id: int | None = None, seed: int = 0,
                  options: EngineOptions | None = None, **engine_options: Any) -> None:
         super().__init__(forward_func)
@@ -124,8 +126,8 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
             policy_samples = check_positive_int("policy_samples", policy_samples)
         except ValueError as error:
             raise ValueError(f"{error} (samples, max_evaluations, per_round, candidates, "
-                             "hidden and policy_samples are positive integers; probes and refine_steps integers "
-                             ">= 0)") from None
+                             "hidden and policy_samples are positive integers; probes and "
+                             "refine_steps integers >= 0)") from None
         if search not in SEARCHES:
             raise ValueError(f"unknown search {search!r}; choose one of {SEARCHES}")
         self.search, self.policy_samples = search, policy_samples

@@ -75,6 +75,7 @@ def policy_search(batch: SearchBatch, logits: Tensor, samples: int,
             continue
         n_words = int(batch.valid[b].sum())
         order = torch.argsort(-logits[b, :n_words], stable=True).tolist()
+        # the additive model's settings are unused: no proposals, only the bookkeeping
         texts[b] = PolicyTextSearch(batch.original[b], label, target, order, ridge=1.0,
                                     noise=1.0, candidates=1)
     live = [b for b in range(n) if texts[b] is not None]
