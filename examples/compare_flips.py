@@ -346,7 +346,7 @@ def collect(runs: Path, out: Path) -> None:
     tables = [pd.read_csv(runs / f"{model}-{texts}{tag}" / "summary.csv").assign(
         model=model, texts=texts, run=f"{model}-{texts}{tag}")
         for model in ("minilm", "bilstm") for texts in ("snippets", "long")
-        for tag in ("", "-unfitted", "-lit") if (runs / f"{model}-{texts}{tag}").exists()]
+        for tag in ("", "200", "-unfitted", "-lit") if (runs / f"{model}-{texts}{tag}").exists()]
     pd.concat(tables).to_csv(out / "policy_search_summary.csv", index=False)
     curves = [pd.read_csv(path).assign(run=path.parent.name)
               for path in sorted(runs.glob("*/fit_curve.csv"))]
