@@ -18,6 +18,17 @@ long run can be summarised at any time (``--summarize-only``):
    it predicts. Resumes where a previous run stopped.
 5. ``summary.md`` / ``summary.csv``: the comparison table.
 
+The paper's own procedure (``--searches policy``, docs/policy_search.md): ``policy<K>_<units>.csv``
+for ``MinimalErasure(search="policy")`` with ``--policy-samples`` masks per text, sharing the
+fitted policy. ``--fit-curve-every S`` fits in chunks of S steps and, after each, runs the
+policy search on ``--curve-n`` dev snippets (``fit_curve.csv``: what the fit needs).
+``--texts long`` takes the held-out snippets of at least ``--min-words`` whitespace words
+instead of the first ``--n``; ``--model bilstm`` the cached GloVe Bi-LSTM of paper/li2016 (its
+per-token states [forward; backward] as the policy's input; no AblationFlip, no reduction):
+
+    .venv/bin/python examples/compare_flips.py --out outputs/policy/minilm --searches guided \
+        policy --units whitespace --skip-reduction --train 8000 --fit-curve-every 100
+
 Units: AblationFlip ablates whitespace tokens ("fresh," is one token). Our methods run on the
 same units (``units="whitespace"``: the same search space, |D| directly comparable) and on
 the tokenizer's words (``units="words"``, the default, punctuation a word of its own: "fresh,"
@@ -47,6 +58,11 @@ from captum_erasure import EngineStats, InputReduction, MinimalErasure, greedy_f
 from captum_erasure.data import load_rotten_tomatoes
 from captum_erasure.explain.report import markdown_table
 from captum_erasure.models.default import load_default_model
+from captum_erasure.paper.li2016.rnn_models import (
+    left_align,
+    load_sentiment_model,
+    reverse_within_length,
+)
 
 
 def whitespace_tokens_touched(text: str, words: list[str], erased: list[int],
@@ -143,9 +159,69 @@ UNIT_NAMES = ("whitespace", "words")
 BUDGET = 75
 
 
+POLICY_TARGET = 25  # predictions per text the policy search aims to stay within
+SEARCH_FILES = {"guided": "minimal_erasure", "policy": "policy"}
+
+
 def result_files(out: Path) -> list[Path]:
-    return [out / f"{stem}_{units}.csv" for units in UNIT_NAMES
-            for stem in ("greedy", "minimal_erasure")]
+    return [path for units in UNIT_NAMES for stem in ("greedy", *SEARCH_FILES.values())
+            for path in sorted(out.glob(f"{stem}*_{units}.csv"))]
+
+
+def method_name(search: str, units: str, samples: int = 0) -> str:
+    return f"MinimalErasure ({units})" if search == "guided" else \
+        f"policy search K={samples} ({units})"
+
+
+def method_file(search: str, units: str, samples: int = 0) -> str:
+    return f"minimal_erasure_{units}.csv" if search == "guided" else \
+        f"policy{samples}_{units}.csv"
+
+
+class BiLSTMStates:
+    """The Bi-LSTM's output for every token, [forward h_t; backward h_t] (the representation
+    of word t the paper's policy reads), at the token's own position."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        model = self.model
+        keep = attention_mask.ne(0)
+        order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices
+        aligned, lengths = left_align(model.embedding(input_ids), attention_mask)
+        forward = model.forward_rnn(aligned)[0]
+        backward = reverse_within_length(
+            model.backward_rnn(reverse_within_length(aligned, lengths))[0], lengths)
+        states = torch.cat([forward, backward], -1)
+        return torch.zeros_like(states).scatter_(1, order[..., None].expand_as(states), states)
+
+
+def load_classifier(kind: str):
+    """(model, tokenizer, policy representation or None for the default hidden states)."""
+    if kind == "bilstm":
+        model, tokenizer, _ = load_sentiment_model("bilstm", show_progress=False)
+        return model, tokenizer, BiLSTMStates(model)
+    model, tokenizer = load_default_model()
+    return model, tokenizer, None
+
+
+def held_out(texts: str, n: int, min_words: int) -> pd.DataFrame:
+    """The first ``n`` held-out (test) snippets, or (``long``) ``n`` evenly spaced ones of
+    those with at least ``min_words`` whitespace words (the split is sorted positive first,
+    so the first ones are all positive)."""
+    frame = load_rotten_tomatoes("test")
+    if texts == "long":
+        frame = frame[frame.text.str.split().str.len() >= min_words]
+        if n < len(frame):
+            frame = frame.iloc[np.linspace(0, len(frame) - 1, n).round().astype(int)]
+    return frame.head(n).reset_index(drop=True)
+
+
+def shuffled(split: str, n: int) -> list[str]:
+    """``n`` snippets of ``split`` in a seeded random order: the splits are sorted positive
+    first, so their first snippets are nearly all positive."""
+    return load_rotten_tomatoes(split).sample(frac=1.0, random_state=0).text.head(n).tolist()
 
 
 def summarize(out: Path) -> pd.DataFrame:
@@ -174,6 +250,7 @@ def summarize(out: Path) -> pd.DataFrame:
             "predictions / snippet": _fmt(part.rows.mean(), 1),
             "median": _fmt(part.rows.median(), 0),
             "max": int(part.rows.max()),
+            f"<= {POLICY_TARGET}": f"{(part.rows <= POLICY_TARGET).mean():.1%}",
             f"<= {BUDGET}": f"{(part.rows <= BUDGET).mean():.1%}",
             "forward calls": stats.get(method, {}).get(
                 "forward_calls", int(part["calls"].sum()) if "calls" in part else ""),
@@ -182,9 +259,12 @@ def summarize(out: Path) -> pd.DataFrame:
     sizes = data.pivot_table(index="id", columns="method", values="size", aggfunc="first")
     pairs = []
     for units in UNIT_NAMES:
-        for ours, peer in ((f"MinimalErasure ({units})", "AblationFlip"),
-                           (f"greedy ({units})", "AblationFlip"),
-                           (f"MinimalErasure ({units})", f"greedy ({units})")):
+        guided = method_name("guided", units)
+        policies = [m for m in sizes if m.startswith("policy search") and f"({units})" in m]
+        for ours, peer in ((guided, "AblationFlip"), (f"greedy ({units})", "AblationFlip"),
+                           (guided, f"greedy ({units})"),
+                           *[(p, guided) for p in policies],
+                           *[(p, "AblationFlip") for p in policies]):
             if ours not in sizes or peer not in sizes:
                 continue
             both = sizes[[ours, peer]].dropna()
@@ -196,7 +276,7 @@ def summarize(out: Path) -> pd.DataFrame:
                 ours_lt_peer=f"{(both[ours] < both[peer]).mean():.1%}",
                 mean_ours=_fmt(both[ours].mean()), mean_peer=_fmt(both[peer].mean())))
     pairs = pd.DataFrame(pairs)
-    lines = ["# Decision flips on the default model", "",
+    lines = ["# Decision flips", "",
              f"{len(common)} held-out snippets present in every method's results. |D| in the "
              "method's units (AblationFlip: whitespace tokens).", "",
              markdown_table(summary), ""]
@@ -217,6 +297,9 @@ def summarize(out: Path) -> pd.DataFrame:
     if (out / "fit_history.csv").exists():
         fit = json.loads((out / "fit.json").read_text()) if (out / "fit.json").exists() else {}
         lines += ["## Amortised training", "", json.dumps(fit), ""]
+    if (out / "fit_curve.csv").exists():
+        lines += ["## Policy search during the fit (dev snippets)", "",
+                  markdown_table(pd.read_csv(out / "fit_curve.csv").round(3)), ""]
     (out / "summary.md").write_text("\n".join(lines))
     summary.to_csv(out / "summary.csv", index=False)
     print("\n".join(lines))
@@ -248,11 +331,88 @@ def run_minimal_erasure(explainer, tokenizer, texts: list[str], ids: list[int], 
         results += explainer.explain(texts[i:i + 50], tokenizer=tokenizer, units=units)
         calls += explainer.last_stats.forward_passes
     seconds = time.perf_counter() - start
-    method = f"MinimalErasure ({units})"
-    flip_rows(results, seconds, method, ids).to_csv(out / f"minimal_erasure_{units}.csv",
-                                                    index=False)
+    method = method_name(explainer.search, units, explainer.policy_samples)
+    flip_rows(results, seconds, method, ids).to_csv(
+        out / method_file(explainer.search, units, explainer.policy_samples), index=False)
     stats[method] = dict(forward_calls=calls)
     print(f"{method}: {seconds:.0f} s, {calls} forward calls", flush=True)
+
+
+def collect(runs: Path, out: Path) -> None:
+    """docs/policy_search.md's CSVs from the runs of its commands: every summary table row
+    (``policy_search_summary.csv``), the fit curves (``policy_fit_curves.csv``), and the model
+    comparison on the texts both models ran (``policy_model_comparison.csv``, printed)."""
+    out.mkdir(parents=True, exist_ok=True)
+    tables = [pd.read_csv(runs / f"{model}-{texts}{tag}" / "summary.csv").assign(
+        model=model, texts=texts, run=f"{model}-{texts}{tag}")
+        for model in ("minilm", "bilstm") for texts in ("snippets", "long")
+        for tag in ("", "200", "-unfitted", "-lit") if (runs / f"{model}-{texts}{tag}").exists()]
+    pd.concat(tables).to_csv(out / "policy_search_summary.csv", index=False)
+    curves = [pd.read_csv(path).assign(run=path.parent.name)
+              for path in sorted(runs.glob("*/fit_curve.csv"))]
+    pd.concat(curves).to_csv(out / "policy_fit_curves.csv", index=False)
+    rows = []
+    for texts in ("snippets", "long"):
+        ids = set(pd.read_csv(runs / f"minilm-{texts}" / "policy8_whitespace.csv").id)
+        for model in ("minilm", "bilstm"):
+            for stem in ("greedy", "minimal_erasure", "policy8"):
+                part = pd.read_csv(runs / f"{model}-{texts}" / f"{stem}_whitespace.csv")
+                part = part[part.id.isin(ids)]
+                rows.append({"texts": texts, "model": model, "method": part.method.iloc[0],
+                             "texts_n": len(part), "flip_rate": part.flipped.mean(),
+                             "mean_size": part[part.flipped]["size"].mean(),
+                             "predictions": part.rows.mean()})
+    table = pd.DataFrame(rows).round(3)
+    table.to_csv(out / "policy_model_comparison.csv", index=False)
+    print(markdown_table(table))
+
+
+def searcher(fitted: MinimalErasure, search: str, samples: int) -> MinimalErasure:
+    """A MinimalErasure with ``search`` that shares ``fitted``'s policy."""
+    explainer = MinimalErasure(fitted.forward_func, fitted.representation, seed=fitted.seed,
+                               search=search, policy_samples=samples)
+    explainer.policy, explainer.baseline = fitted.policy, fitted.baseline
+    return explainer
+
+
+def fit_policy(explainer: MinimalErasure, tokenizer, train: list[str], args, out: Path,
+               representation) -> pd.DataFrame:
+    """``fit`` over ``train`` (``--epochs``, ``--fit-batch``); with ``--fit-curve-every S`` in
+    chunks of S steps, the policy search on ``--curve-n`` dev snippets after each chunk."""
+    batches = [train[i:i + args.fit_batch] for i in range(0, len(train), args.fit_batch)]
+    every = args.fit_curve_every or len(batches) * args.epochs
+    dev = shuffled("dev", args.curve_n)
+    histories, curve = [], []
+    schedule = [b for _ in range(args.epochs) for b in batches]
+
+    def evaluate(steps: int) -> None:  # the policy search on the dev snippets
+        searching = searcher(explainer, "policy", args.policy_samples[0])
+        if explainer.policy is None:  # step 0: the initial weights the first fit will draw
+            searching.seed = explainer.seed + 1
+        begun = time.perf_counter()
+        results = searching.explain(dev, tokenizer=tokenizer, units=args.units[0])
+        seconds = time.perf_counter() - begun
+        flipped = [r for r in results if r.flipped]
+        curve.append({
+            "steps": steps, "flip_rate": len(flipped) / len(results),
+            "mean_size": float(np.mean([len(r.erased) for r in flipped])) if flipped else
+            np.nan, "predictions": float(np.mean([r.forward_passes for r in results])),
+            "seconds_per_text": seconds / len(results),
+            "erase_probability": float(histories[-1].erase_probability.mean())
+            if histories else np.nan,
+            "sample_flip_rate": float(histories[-1].flip_rate.mean()) if histories else np.nan})
+        print(curve[-1], flush=True)
+        pd.DataFrame(curve).to_csv(out / "fit_curve.csv", index=False)
+
+    if args.fit_curve_every:
+        evaluate(0)  # the unfitted policy (seeded initial weights)
+    for start in range(0, len(schedule), every):
+        explainer.seed += 1  # fresh sampling in each chunk (fit seeds its generator)
+        histories.append(explainer.fit(schedule[start:start + every], tokenizer=tokenizer))
+        if args.fit_curve_every:
+            evaluate(start + len(schedule[start:start + every]))
+    explainer.seed = 0
+    return pd.concat(histories, ignore_index=True)
 
 
 def main() -> None:
@@ -277,17 +437,42 @@ def main() -> None:
     parser.add_argument("--units", nargs="+", choices=UNIT_NAMES, default=list(UNIT_NAMES),
                         help="erasable units of our methods")
     parser.add_argument("--summarize-only", action="store_true")
+    parser.add_argument("--model", choices=("minilm", "bilstm"), default="minilm")
+    parser.add_argument("--texts", choices=("snippets", "long"), default="snippets")
+    parser.add_argument("--min-words", type=int, default=30, help="--texts long: at least")
+    parser.add_argument("--searches", nargs="+", choices=tuple(SEARCH_FILES),
+                        default=["guided"], help="MinimalErasure searches to run")
+    parser.add_argument("--policy-samples", type=int, nargs="+", default=[8],
+                        help="K of the policy search (several: one run each; the curve "
+                             "uses the first)")
+    parser.add_argument("--skip-greedy", action="store_true")
+    parser.add_argument("--policy", default=None, help="policy.pt to load (default: --out's)")
+    parser.add_argument("--fit-curve-every", type=int, default=0,
+                        help="fit in chunks of this many steps, policy search on dev after each")
+    parser.add_argument("--curve-n", type=int, default=100)
+    parser.add_argument("--prior-weight", type=float, default=0.05,
+                        help="weight of the policy's KL pull to Bernoulli(--prior) in fit")
+    parser.add_argument("--prior", type=float, default=0.1)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--fit-only", action="store_true", help="stop after the fit")
+    parser.add_argument("--collect", default=None,
+                        help="a folder of runs: write docs/policy_search.md's CSVs to --out")
+    parser.add_argument("--unfitted", action="store_true",
+                        help="no fit: the policy's seeded initial weights (a control)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.summarize_only:
         summarize(out)
         return
+    if args.collect:
+        collect(Path(args.collect), out)
+        return
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    model, tokenizer = load_default_model()
+    model, tokenizer, representation = load_classifier(args.model)
     model.eval()
-    frame = load_rotten_tomatoes("test").head(args.n).reset_index(drop=True)
+    frame = held_out(args.texts, args.n, args.min_words)
     texts, ids = frame.text.tolist(), frame.id.tolist()
     stats: dict = {}
     if args.lit_only:
@@ -296,15 +481,18 @@ def main() -> None:
         summarize(out)
         return
 
-    explainer = MinimalErasure(model, seed=0)
-    policy = out / "policy.pt"
-    if policy.exists() and not args.refit:
+    explainer = MinimalErasure(model, representation, seed=0, prior=args.prior,
+                               prior_weight=args.prior_weight,
+                               learning_rate=args.learning_rate)
+    policy = Path(args.policy) if args.policy else out / "policy.pt"
+    if args.unfitted:
+        pass
+    elif policy.exists() and not args.refit:
         explainer.load_policy(str(policy))
     else:
-        train = load_rotten_tomatoes("train").text.head(args.train).tolist()
+        train = shuffled("train", args.train)
         start = time.perf_counter()
-        history = explainer.fit(train, tokenizer=tokenizer, epochs=args.epochs,
-                                batch_size=args.fit_batch)
+        history = fit_policy(explainer, tokenizer, train, args, out, representation)
         seconds = time.perf_counter() - start
         explainer.save_policy(str(policy))
         history.to_csv(out / "fit_history.csv", index=False)
@@ -312,18 +500,27 @@ def main() -> None:
             train_snippets=len(train), epochs=args.epochs, seconds=round(seconds, 1),
             rows=int(history.rows.sum()), steps=len(history),
             final_flip_rate=float(history.flip_rate.tail(10).mean()),
-            final_erase_probability=float(history.erase_probability.tail(10).mean()))))
+            final_erase_probability=float(history.erase_probability.tail(10).mean()),
+            prior=args.prior, prior_weight=args.prior_weight,
+            learning_rate=args.learning_rate, batch=args.fit_batch)))
         print(f"fit: {seconds:.0f} s, {int(history.rows.sum())} rows", flush=True)
+    if args.fit_only:
+        summarize(out)
+        return
 
     if (out / "call_stats.json").exists():
         stats = json.loads((out / "call_stats.json").read_text())
     for units in args.units:
-        if not (args.reuse_greedy and (out / f"greedy_{units}.csv").exists()):
+        if not args.skip_greedy and not (args.reuse_greedy and
+                                         (out / f"greedy_{units}.csv").exists()):
             run_greedy(model, tokenizer, texts, ids, out, stats, units)
-        run_minimal_erasure(explainer, tokenizer, texts, ids, out, stats, units)
-        (out / "call_stats.json").write_text(json.dumps(stats))
+        for search in args.searches:
+            for samples in args.policy_samples if search == "policy" else [0]:
+                run_minimal_erasure(searcher(explainer, search, max(samples, 1)), tokenizer,
+                                    texts, ids, out, stats, units)
+                (out / "call_stats.json").write_text(json.dumps(stats))
 
-    if not args.skip_reduction:
+    if not args.skip_reduction and args.model == "minilm":
         rows = []
         for setting, beam in (("greedy (gradient)", 1), ("beam 3 (gradient)", 3)):
             reducer = InputReduction(model, beam_size=beam)
@@ -345,7 +542,7 @@ def main() -> None:
         pd.DataFrame(rows).to_csv(out / "input_reduction.csv", index=False)
 
     summarize(out)
-    if not args.skip_lit:
+    if not args.skip_lit and args.model == "minilm":
         deadline = None if args.lit_minutes is None else time.time() + 60 * args.lit_minutes
         run_ablation_flip(model, tokenizer, frame, out / "ablation_flip.jsonl", deadline)
         summarize(out)

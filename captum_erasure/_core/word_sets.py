@@ -132,7 +132,9 @@ class SetEvaluator:
             keep = ~erase & attention.ne(0)
             ids, attention, mask = delete_and_repack(keep, [ids, attention, mask],
                                                      [self.pad_token_id, 0, NOT_A_FEATURE])
-        width = int(attention.ne(0).long().cumsum(1).argmax(1).max()) + 1
+        # every word of every row deleted (a tokenizer without special tokens): zero width
+        width = int(attention.ne(0).long().cumsum(1).argmax(1).max()) + 1 \
+            if attention.shape[1] else 0
         if self.mode != "delete":
             mask = mask.masked_fill(erase, -1)
         return ids[:, :width], attention[:, :width], mask[:, :width]

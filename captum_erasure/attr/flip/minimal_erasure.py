@@ -13,14 +13,15 @@ probes of the policy's top ``probes`` words, then rounds of the per-example log-
 :mod:`.search`, then (no flip in budget) the greedy path, the one step that may exceed the
 budget. The smallest flipping set found is pruned to 1-minimal and verified by a forward pass
 on the remaining text. All masks of all examples of a round go through the shared engine in
-one batched pass; a mask already evaluated is never evaluated again.
+one batched pass; a mask already evaluated is never evaluated again. ``search="policy"`` is
+the paper's procedure instead: the policy's own masks, verified and pruned
+(:mod:`.policy_search`).
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
-import math
 from typing import Any, Callable, Iterable, Sequence
 
 import pandas as pd
@@ -56,13 +57,17 @@ from captum_erasure.attr.flip.policy import (
     sparsity_kl,
     word_representations,
 )
+from captum_erasure.attr.flip.policy_search import policy_search
 from captum_erasure.attr.flip.search import (
     FIRST_FLIP_RESERVE,
     SearchBatch,
     TextSearch,
     batch_flips,
+    greedy_fallback,
     record_masks,
 )
+
+SEARCHES = ("guided", "policy")
 
 
 class MinimalErasure(UsesEngine, PerturbationAttribution):
@@ -88,6 +93,12 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
             the probes; the samples also feed the per-example model. Default 0 (README).
         prior, prior_weight: the sparse Bernoulli prior of the policy and the weight of its
             KL term during ``fit``.
+        search: ``"guided"`` (default: the probes and per-example model above) or
+            ``"policy"``: the paper's procedure, the fitted policy's masks only
+            (:mod:`.policy_search`; ``max_evaluations``, ``probes`` etc. do not apply).
+        policy_samples: masks per text of ``search="policy"`` (the threshold decoding and
+            draws from the policy, one batched pass; 16 made no smaller sets than 8 in
+            docs/policy_search.md).
         mode: how a word is erased: ``"delete"`` (default), ``"replace"`` or ``"attention"``.
         seed: seeds the policy's initial weights and every sampling call (reproducible).
     """
@@ -99,7 +110,8 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
                  refine_learning_rate: float = 1e-2, hidden: int = 64,
                  learning_rate: float = 1e-3,
                  prior: float = 0.1, prior_weight: float = 0.05,
-                 mode: str = "delete", baseline_token: int | None = None,
+                 search: str = "guided", policy_samples: int = 8, mode: str = "delete",
+                 baseline_token: int | None = None,
                  pad_token_id: int | None = None, seed: int = 0,
                  options: EngineOptions | None = None, **engine_options: Any) -> None:
         super().__init__(forward_func)
@@ -112,10 +124,14 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
                     ("per_round", per_round), ("candidates", candidates), ("hidden", hidden)))
             probes = check_positive_int("probes", probes, minimum=0)
             refine_steps = check_positive_int("refine_steps", refine_steps, minimum=0)
+            policy_samples = check_positive_int("policy_samples", policy_samples)
         except ValueError as error:
-            raise ValueError(f"{error} (samples, max_evaluations, per_round, candidates and "
-                             "hidden are positive integers; probes and refine_steps integers "
-                             ">= 0)") from None
+            raise ValueError(f"{error} (samples, max_evaluations, per_round, candidates, "
+                             "hidden and policy_samples are positive integers; probes and "
+                             "refine_steps integers >= 0)") from None
+        if search not in SEARCHES:
+            raise ValueError(f"unknown search {search!r}; choose one of {SEARCHES}")
+        self.search, self.policy_samples = search, policy_samples
         if ridge <= 0 or noise <= 0:
             raise ValueError("ridge and noise must be > 0")
         if gamma < 0:
@@ -305,6 +321,9 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
         budget = check_positive_int(
             "max_evaluations", self.max_evaluations if max_evaluations is None else max_evaluations)
         logits = self._refined_logits(batch)
+        if self.search == "policy":
+            return policy_search(batch, logits, self.policy_samples,
+                                 torch.Generator().manual_seed(self.seed))
         texts: list[TextSearch | None] = [None] * n
         messages = [""] * n
         for b in range(n):
@@ -347,7 +366,7 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
             record_masks(evaluator, texts, requests, "erasure masks")
             bar.update(1)
         bar.close()
-        self._greedy_fallback(evaluator, texts, live)
+        greedy_fallback(evaluator, texts, live)
         done = [b for b in live if texts[b].best is not None]
         pruned, pruned_probs = prune(
             evaluator, done, [list(texts[b].best) for b in done],
@@ -363,35 +382,6 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
                 messages[b] = (f"no flipping set found within the budget of {budget} "
                                "predictions, nor on the greedy path")
         return found, probs, messages
-
-    def _greedy_fallback(self, evaluator: SetEvaluator, texts: list, live: list[int]) -> None:
-        """Texts without a flip after the search: the greedy baseline's path (erase the top
-        1, 2, ... words by leave-one-out gain). Eight evenly spaced prefix sizes first, then
-        bisection below the smallest that flips; only when none of them flips, every
-        remaining prefix, so every text greedy erasure flips is flipped (all words probed)."""
-        paths = {b: texts[b].greedy_path() for b in live if texts[b].best is None}
-
-        def prefix(b: int, k: int) -> tuple:
-            return tuple(sorted(paths[b][:k]))
-
-        requests = [(b, prefix(b, k)) for b, path in paths.items()
-                    for k in sorted({math.ceil(len(path) * j / 8) for j in range(1, 9)})]
-        whole: set[int] = set()
-        while requests:
-            record_masks(evaluator, texts, requests, "greedy fallback")
-            requests = []
-            for b, path in paths.items():
-                flipping = [k for k in range(1, len(path) + 1) if texts[b].flips(prefix(b, k))]
-                if not flipping:
-                    if b not in whole:  # no checkpoint flips: every prefix, once
-                        whole.add(b)
-                        requests += [(b, prefix(b, k)) for k in range(1, len(path) + 1)]
-                    continue
-                high = flipping[0]  # every evaluated shorter prefix does not flip
-                low = max((k for k in range(1, high) if texts[b].known(prefix(b, k))),
-                          default=0)
-                if high - low > 1:
-                    requests.append((b, prefix(b, (low + high) // 2)))
 
     # -- public entry points --------------------------------------------------------------------
     @attribute_call

@@ -179,3 +179,34 @@ def record_masks(evaluator: SetEvaluator, texts: list, requests: list, desc: str
         out = evaluator.evaluate(requests, desc=desc)
         for (b, mask), row in zip(requests, out):
             texts[b].record(mask, row)
+
+
+def greedy_fallback(evaluator: SetEvaluator, texts: list, live: list[int]) -> None:
+    """Texts without a flip after the search: each text's ``greedy_path()`` (the guided
+    search: the greedy baseline's order, erase the top 1, 2, ... words by leave-one-out gain;
+    the policy search: the policy's ranking). Eight evenly spaced prefix sizes first, then
+    bisection below the smallest that flips; only when none of them flips, every
+    remaining prefix, so every text whose path flips at all is flipped."""
+    paths = {b: texts[b].greedy_path() for b in live if texts[b].best is None}
+
+    def prefix(b: int, k: int) -> tuple:
+        return tuple(sorted(paths[b][:k]))
+
+    requests = [(b, prefix(b, k)) for b, path in paths.items()
+                for k in sorted({math.ceil(len(path) * j / 8) for j in range(1, 9)})]
+    whole: set[int] = set()
+    while requests:
+        record_masks(evaluator, texts, requests, "greedy fallback")
+        requests = []
+        for b, path in paths.items():
+            flipping = [k for k in range(1, len(path) + 1) if texts[b].flips(prefix(b, k))]
+            if not flipping:
+                if b not in whole:  # no checkpoint flips: every prefix, once
+                    whole.add(b)
+                    requests += [(b, prefix(b, k)) for k in range(1, len(path) + 1)]
+                continue
+            high = flipping[0]  # every evaluated shorter prefix does not flip
+            low = max((k for k in range(1, high) if texts[b].known(prefix(b, k))),
+                      default=0)
+            if high - low > 1:
+                requests.append((b, prefix(b, (low + high) // 2)))

@@ -1,0 +1,140 @@
+"""MinimalErasure(search="policy"), the paper's explain-time procedure, on the bag-of-words toy
+of flip_toys (minimal flipping set {good, great}) with hand-set policies whose masks are known,
+and with policies fitted on the toy."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import TINY_VOCAB
+from flip_toys import MarkerBag, one_hot_words, toy_texts
+from torch import nn
+
+from captum_erasure import MinimalErasure, word_feature_mask
+from captum_erasure.attr.flip.policy_search import policy_masks
+
+TEXT = "the movie was good and great"          # words: the movie was good and great
+MARKERS = [3, 5]
+
+
+class VocabPolicy(nn.Module):
+    """A hand-set policy over one-hot word vectors: logit ``logits[word]`` (default
+    ``default``) for each word, so every erase probability is known."""
+
+    def __init__(self, logits: dict[str, float], default: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(len(TINY_VOCAB))  # the dimension check of MinimalErasure
+        self.logit = torch.full((len(TINY_VOCAB),), default)
+        for word, value in logits.items():
+            self.logit[TINY_VOCAB.index(word)] = value
+
+    def forward(self, words: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        return (words @ self.logit).masked_fill(~valid, -30.0)
+
+
+def with_policy(policy: nn.Module, samples: int = 1, model: nn.Module | None = None,
+                seed: int = 0) -> MinimalErasure:
+    explainer = MinimalErasure(model or MarkerBag(), one_hot_words, search="policy",
+                               policy_samples=samples, seed=seed)
+    explainer.policy = policy
+    return explainer
+
+
+def test_the_threshold_decoding_is_verified_and_pruned_with_every_row_counted(tiny_tokenizer):
+    explainer = with_policy(VocabPolicy({"good": 5.0, "great": 5.0}, default=-5.0))
+    [result] = explainer.explain(TEXT, tokenizer=tiny_tokenizer)
+    assert result.flipped and result.minimal and result.erased == MARKERS
+    assert result.remaining_text == "the movie was and"
+    # original + representation + the decoded mask {good, great} + restoring each of the two
+    # (neither keeps the flip; the minimality check then asks for the same sets: memory)
+    # + the verification. No leave-one-out probes.
+    assert result.forward_passes == 1 + 1 + 1 + 2 + 1
+    assert explainer.last_stats.rows == result.forward_passes
+
+
+def test_pruning_an_everything_mask_gives_the_1_minimal_set(tiny_tokenizer):
+    explainer = with_policy(VocabPolicy({}, default=5.0))   # erase every word
+    [result] = explainer.explain(TEXT, tokenizer=tiny_tokenizer)
+    assert result.flipped and result.minimal and result.erased == MARKERS
+    # restorations in word order (all logits tie): the, movie, was stay restored, good does
+    # not ({and, great} keeps score 1), and does, great does not ({good}): 6 rows; the
+    # minimality check of {good, great} adds {great} (new) and {good} (memory)
+    assert result.forward_passes == 1 + 1 + 1 + 6 + 1 + 1
+    assert result.new_probability == pytest.approx(torch.sigmoid(torch.tensor(1.)).item())
+
+
+def test_without_a_flipping_sample_the_policy_ranking_is_walked(tiny_tokenizer):
+    """All logits -5: the decoding is the top word ("the", ties in word order), which does
+    not flip; the fallback tries the prefixes 1..6 of the policy's ranking (prefix 1 from
+    memory), only all six words flip, and pruning restores them one at a time (as in the
+    test above)."""
+    explainer = with_policy(VocabPolicy({}, default=-5.0))
+    [result] = explainer.explain(TEXT, tokenizer=tiny_tokenizer)
+    assert result.flipped and result.minimal and result.erased == MARKERS
+    assert result.forward_passes == 1 + 1 + 1 + 5 + 6 + 1 + 1
+
+
+def test_a_fitted_policy_finds_the_one_flipping_word(tiny_tokenizer):
+    model = MarkerBag({"good": 2.0, "bad": -0.5, "fun": 0.25})   # "great" weighs nothing
+    explainer = MinimalErasure(model, one_hot_words, samples=8, seed=0, search="policy",
+                               policy_samples=4)
+    explainer.fit(toy_texts(), tokenizer=tiny_tokenizer, epochs=4, batch_size=8,
+                  show_progress=False)
+    texts = ["the movie was good", "the plot is very good , it was fun"]
+    results = explainer.explain(texts, tokenizer=tiny_tokenizer)
+    assert [r.erased_words for r in results] == [["good"], ["good"]]
+    assert all(r.flipped and r.minimal for r in results)
+    # original + representation + at most 4 masks (a one-word set needs no pruning) + the
+    # verification
+    assert all(r.forward_passes <= 1 + 1 + 4 + 1 for r in results)
+    assert explainer.last_stats.rows == sum(r.forward_passes for r in results)
+
+
+def test_seeded_search_is_reproducible_and_survives_save_and_load(tiny_tokenizer, tmp_path):
+    texts = [TEXT, "good , a fun film great", "the plot is good"]
+
+    def fitted(seed):
+        explainer = MinimalErasure(MarkerBag(), one_hot_words, samples=6, seed=seed,
+                                   search="policy", policy_samples=8)
+        explainer.fit(toy_texts(), tokenizer=tiny_tokenizer, batch_size=8,
+                      show_progress=False)
+        return explainer
+
+    first, second = fitted(7), fitted(7)
+    results = first.explain(texts, tokenizer=tiny_tokenizer)
+    assert results == second.explain(texts, tokenizer=tiny_tokenizer)
+    assert results == first.explain(texts, tokenizer=tiny_tokenizer)  # same draws again
+    first.save_policy(str(tmp_path / "policy.pt"))
+    loaded = MinimalErasure(MarkerBag(), one_hot_words, seed=7, search="policy",
+                            policy_samples=8)
+    loaded.load_policy(str(tmp_path / "policy.pt"))
+    assert loaded.explain(texts, tokenizer=tiny_tokenizer) == results
+
+
+def test_policy_masks_decode_then_draw_distinct_non_empty_masks():
+    probs = torch.tensor([[0.9, 0.0, 0.6, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    valid = torch.tensor([[True, True, True, False], [True, True, False, False]])
+    masks = policy_masks(probs, valid, 3, torch.Generator().manual_seed(0))
+    assert masks[0][0] == (0, 2)                        # every word with p >= 0.5
+    assert len(set(masks[0])) == len(masks[0]) <= 3
+    assert all(m and set(m) <= {0, 2} for m in masks[0])
+    assert masks[1] == [(0,)]   # nothing reaches 0.5 and nothing is drawn: the top word only
+
+
+def test_attribute_with_the_policy_search(tiny_tokenizer):
+    explainer = with_policy(VocabPolicy({"good": 5.0, "great": 5.0}, default=-5.0))
+    enc = tiny_tokenizer([TEXT], return_tensors="pt")
+    attr = explainer.attribute(enc["input_ids"], additional_forward_args=(enc["attention_mask"],),
+                               feature_mask=word_feature_mask(enc))
+    erased = [tiny_tokenizer.convert_ids_to_tokens(int(enc["input_ids"][0, i]))
+              for i in attr[0].nonzero().flatten().tolist()]
+    assert erased == ["good", "great"] and explainer.last_result[0].minimal
+    # in token space the pruned set's own row is its verification: one row fewer
+    assert explainer.last_result[0].forward_passes == 1 + 1 + 1 + 2
+
+
+def test_bad_search_settings_are_rejected():
+    with pytest.raises(ValueError, match="unknown search 'beam'"):
+        MinimalErasure(MarkerBag(), search="beam")
+    with pytest.raises(ValueError, match="policy_samples"):
+        MinimalErasure(MarkerBag(), search="policy", policy_samples=0)
