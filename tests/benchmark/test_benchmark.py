@@ -135,3 +135,55 @@ def test_diffmask_row_costs_one_row_per_example_and_reports_its_fit(tmp_path, on
     # one epoch of 20 snippets (batches of 16 and 4, under the 3-step budget), each twice
     assert row["fit_rows"] == 2 * 20 and row["fit_seconds"] > 0
     assert "fit s (once)" in (tmp_path / "report.md").read_text()
+
+
+def test_reduction_scores_order_kept_words_by_their_own_evidence():
+    from captum_erasure.benchmark.runners import reduction_scores
+    # 5 words; 3 then 0 removed; 1, 2, 4 kept with leave-one-out drops 0.1, 0.5, 0.3.
+    scores = reduction_scores(5, [3, 0], [1, 2, 4], [0.1, 0.5, 0.3])
+    assert scores == [2.0, 3.25, 3.75, 1.0, 3.5]
+    # equal drops: the earlier word ranks higher, as the metrics' position tie-break would
+    assert reduction_scores(3, [], [0, 1, 2], [0.2, 0.2, 0.2]) == [1.75, 1.5, 1.25]
+    with pytest.raises(ValueError, match="2 drops for 3 kept"):
+        reduction_scores(5, [3, 0], [1, 2, 4], [0.1, 0.5])
+
+
+MIN_CONFIDENCE = 0.985
+
+
+def test_input_reduction_kept_words_follow_leave_one_out_on_the_reduced_input(one_thread,
+                                                                             monkeypatch):
+    from functools import partial
+
+    from captum_erasure.attr import input_reduction
+    from captum_erasure.benchmark.evaluate import predict
+    from captum_erasure.benchmark.runners import (
+        MethodContext,
+        kept_word_drops,
+        run_input_reduction,
+    )
+    tokenizer, model = toy_tokenizer(), two_class(0)
+    examples = encode_examples(tokenizer, TEXTS, LABELS)
+    targets, _, _ = predict(model, examples, tokenizer.pad_token_id)
+    ctx = MethodContext(model, tokenizer, examples, targets, QUICK, 0, show_progress=False)
+    # a confidence floor stops the reductions early, so several words are kept (and tied)
+    monkeypatch.setattr(input_reduction, "InputReduction",
+                        partial(input_reduction.InputReduction, min_confidence=MIN_CONFIDENCE))
+    scores = run_input_reduction(ctx)
+    checked = 0
+    for i, e in enumerate(examples):
+        kept = [w for w, score in enumerate(scores[i]) if score != int(score)]  # fractional
+        if len(kept) < 2:
+            continue
+        by_hand = []
+        for left_out in kept:
+            tokens = [[t for t, w in enumerate(e.word_of_token.tolist())
+                       if w < 0 or (w in kept and w != skip)] for skip in (None, left_out)]
+            p = [torch.softmax(model(e.ids[None, t], torch.ones(1, len(t), dtype=torch.long))
+                               .logits, -1)[0, targets[i]].item() for t in tokens]
+            by_hand.append(p[0] - p[1])
+        assert kept_word_drops(ctx, e, targets[i], kept) == pytest.approx(by_hand, abs=1e-6)
+        assert sorted(kept, key=lambda w: scores[i][w]) == \
+            sorted(kept, key=lambda w: (by_hand[kept.index(w)], -w))
+        checked += 1
+    assert checked > 0
