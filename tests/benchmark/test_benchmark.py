@@ -72,7 +72,8 @@ def test_quick_benchmark_writes_its_report(tmp_path, one_thread):
     summary = result.summary.set_index("method")
     assert list(summary.index) == methods
     for column in ("comprehensiveness", "aopc_sufficiency", "deletion_area", "masked_f1_auc",
-                   "auc_rep", "confidence_mae", "human_map", "seconds_per_example",
+                   "auc_rep", "comprehensiveness_mask", "aopc_comprehensiveness_pad",
+                   "sufficiency_pad", "confidence_mae", "human_map", "seconds_per_example",
                    "forward_calls_per_example"):
         assert summary[column].notna().all(), column
     # Consistency is NaN only where a method's saliency distances are all equal (e.g. Captum
@@ -85,7 +86,7 @@ def test_quick_benchmark_writes_its_report(tmp_path, one_thread):
     report = (tmp_path / "report.md").read_text()
     assert "## Faithfulness" in report and "VADER" in report and "LIT LIME" in report
     for name in ("summary.csv", "per_example.csv", "results.json", "curves.png",
-                 "cost_vs_faithfulness.png"):
+                 "cost_vs_faithfulness.png", "intervals.md", "paired.csv", "leaders.csv"):
         assert (tmp_path / name).stat().st_size > 0, name
     meta = json.loads((tmp_path / "results.json").read_text())["meta"]
     assert meta["n_examples"] == len(TEXTS)
@@ -187,3 +188,34 @@ def test_input_reduction_kept_words_follow_leave_one_out_on_the_reduced_input(on
             sorted(kept, key=lambda w: (by_hand[kept.index(w)], -w))
         checked += 1
     assert checked > 0
+
+
+def test_intervals_and_paired_comparison_of_hand_made_scores(tmp_path):
+    import pandas as pd
+
+    from captum_erasure.benchmark.intervals import (
+        interval_table,
+        leaders_by_removal,
+        paired_table,
+        write_intervals,
+    )
+    # A beats B by exactly 0.1 on every snippet (comprehensiveness, higher is better); on
+    # sufficiency (lower is better) B beats A by 0.2 on every snippet. Random is never a leader.
+    comp_b = [0.2, 0.5, 0.3, 0.6]
+    frame = pd.DataFrame({
+        "method": ["A"] * 4 + ["B"] * 4 + ["Random"] * 4, "example": list(range(4)) * 3,
+        "n_features": [5, 6, 7, 8] * 3,
+        "comprehensiveness": [c + 0.1 for c in comp_b] + comp_b + [0.9] * 4,
+        "sufficiency": [0.3] * 4 + [0.1] * 4 + [0.0] * 4})
+    intervals = interval_table(frame)
+    row = intervals[(intervals.method == "A") & (intervals.column == "comprehensiveness")]
+    assert row["mean"].item() == pytest.approx(0.5)
+    paired = paired_table(frame, intervals).set_index("metric")
+    comp = paired.loc["comp@20% (deletion)"]
+    assert (comp["leader"], comp["other"]) == ("A", "B")
+    assert comp["low"] == pytest.approx(0.1) and comp["high"] == pytest.approx(0.1)
+    suff = paired.loc["suff@20% (deletion)"]
+    assert (suff["leader"], suff["advantage"]) == ("B", pytest.approx(0.2))
+    assert leaders_by_removal(intervals)["leader"].tolist() == ["A", "B"]
+    write_intervals(frame, tmp_path)
+    assert "0.500 [" in (tmp_path / "intervals.md").read_text()
