@@ -146,7 +146,7 @@ def write_intervals(per_example: pd.DataFrame, out: str | Path, seed: int = 0) -
     leaders.to_csv(paths[2], index=False, float_format="%.5f")
     n = int(intervals["n"].max())
     lines = [f"# Faithfulness with bootstrap 95 % intervals (n = {n} snippets)", ""]
-    for removal, suffix in REMOVALS.items():
+    for removal in REMOVALS:
         titles = [f"{t} ({REMOVAL_TITLES[removal]})" for _, t, _ in PER_EXAMPLE_METRICS]
         if titles[0] in set(intervals["metric"]):
             lines += [f"## Removal: {REMOVAL_TITLES[removal]}", "",
@@ -156,9 +156,9 @@ def write_intervals(per_example: pd.DataFrame, out: str | Path, seed: int = 0) -
         lines += ["## Curves", "", markdown_table(wide_table(intervals, other)), ""]
     lines += ["## Leader per metric (Random excluded)", "", markdown_table(leaders.round(4)),
               "", "## Paired comparisons: the leader against the next three", "",
-              "advantage = mean per-snippet difference in the leader's favour (leader − other "
-              "for higher-is-better metrics, other − leader for lower-is-better), percentile "
-              "bootstrap 95 % interval over snippets; separated = the interval excludes 0.", "",
+              ("advantage = mean per-snippet difference in the leader's favour (leader − other "
+               "for higher-is-better metrics, other − leader for lower-is-better), percentile "
+               "bootstrap 95 % interval over snippets; separated = the interval excludes 0."), "",
               markdown_table(paired.round(4)), ""]
     paths[3].write_text("\n".join(lines), encoding="utf-8")
     return paths

@@ -43,6 +43,13 @@ class PairedComparison:
         return self.difference.low > 0 or self.difference.high < 0
 
 
+def resampled_means(values: Sequence[float], *, n_resamples: int = DEFAULT_RESAMPLES,
+                    seed: int = 0) -> np.ndarray:
+    """The means of ``n_resamples`` resamples (with replacement) of ``values``: the bootstrap
+    distribution, for statistics built from several means (e.g. a ratio of two)."""
+    return _resampled_means(_values(values), n_resamples, seed)
+
+
 def _resampled_means(values: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(values), size=(n_resamples, len(values)))
