@@ -176,7 +176,7 @@ def kept_word_drops(ctx: MethodContext, example: Example, target: int,
                             example.words, example.word_spans, example.body))
     ids, attention, _ = pad_batch(rows, ctx.pad)
     with torch.inference_mode():
-        out = ctx.model(ids, attention)
+        out = model_caller(ctx.model)(ids, attention)
         probs = torch.softmax((out.logits if hasattr(out, "logits") else out).double(), -1)
     return (probs[0, target] - probs[1:, target]).tolist()
 
