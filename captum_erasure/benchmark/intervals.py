@@ -3,7 +3,8 @@ each removal, and paired comparisons of the leader with the methods closest to i
 
     python -m captum_erasure.benchmark.intervals RUN_DIR [RUN_DIR ...] --out docs/benchmark
 
-Each RUN_DIR is the ``--out`` of a benchmark run (its ``per_example.csv``); runs of single
+Each RUN_DIR is the ``--out`` of a benchmark run (its ``per_example.csv``; their
+``summary.csv`` rows are concatenated into ``--out``'s ``summary.csv``); runs of single
 methods on the same snippets (same ``--n``, ``--seed``, ``--max-words``) are combined, which
 lets a long benchmark run one method per process and be summarised from whatever finished.
 """
@@ -116,7 +117,8 @@ def paired_table(per_example: pd.DataFrame, intervals: pd.DataFrame, top: int = 
                          "advantage": d.mean, "low": d.low, "high": d.high,
                          "p": comparison.p_value, "separated": comparison.separated,
                          "n": d.n})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["metric", "leader", "other", "advantage", "low", "high",
+                                       "p", "separated", "n"])
 
 
 def leaders_by_removal(intervals: pd.DataFrame, exclude: Sequence[str] = ("Random",)
@@ -126,10 +128,12 @@ def leaders_by_removal(intervals: pd.DataFrame, exclude: Sequence[str] = ("Rando
     for (column, title, direction), frame in intervals.groupby(
             ["column", "metric", "direction"], sort=False):
         frame = frame[~frame["method"].isin(exclude)]
+        if frame.empty:
+            continue
         best = frame.sort_values("mean", ascending=direction == "lower").iloc[0]
         rows.append({"metric": title, "leader": best["method"], "mean": best["mean"],
                      "low": best["low"], "high": best["high"]})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["metric", "leader", "mean", "low", "high"])
 
 
 def write_intervals(per_example: pd.DataFrame, out: str | Path, seed: int = 0) -> list[Path]:
@@ -172,6 +176,9 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     paths = write_intervals(load_runs(args.runs), args.out, args.seed)
+    summary = pd.concat([pd.read_csv(Path(run) / "summary.csv") for run in args.runs],
+                        ignore_index=True)
+    summary.to_csv(Path(args.out) / "summary.csv", index=False, float_format="%.5f")
     print(paths[-1].read_text(encoding="utf-8"))
     return paths
 

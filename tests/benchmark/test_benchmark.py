@@ -219,3 +219,21 @@ def test_intervals_and_paired_comparison_of_hand_made_scores(tmp_path):
     assert leaders_by_removal(intervals)["leader"].tolist() == ["A", "B"]
     write_intervals(frame, tmp_path)
     assert "0.500 [" in (tmp_path / "intervals.md").read_text()
+
+
+def test_intervals_command_combines_one_method_runs(tmp_path, one_thread):
+    from captum_erasure.benchmark.intervals import main as intervals_main
+    runs = []
+    for method in ("Random", "WordErasure"):
+        run_benchmark(two_class(0), toy_tokenizer(), TEXTS, LABELS, out=tmp_path / method,
+                      methods=[method], settings=QUICK, seed=0, show_progress=False)
+        runs.append(str(tmp_path / method))
+    intervals_main(runs + ["--out", str(tmp_path / "combined")])
+    import pandas as pd
+    summary = pd.read_csv(tmp_path / "combined" / "summary.csv")
+    assert summary["method"].tolist() == ["Random", "WordErasure"]
+    leaders = pd.read_csv(tmp_path / "combined" / "leaders.csv")
+    assert set(leaders["leader"]) == {"WordErasure"}  # Random is never a leader
+    assert "comp@20% ([MASK])" in set(leaders["metric"])
+    with pytest.raises(ValueError, match="run twice"):
+        intervals_main([runs[0], runs[0], "--out", str(tmp_path / "twice")])
