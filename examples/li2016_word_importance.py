@@ -46,6 +46,13 @@ from captum_erasure.paper.li2016.rnn_models import (
     load_sentiment_models,
     train_sentiment_model,
 )
+from captum_erasure.paper.li2016.seeds import (
+    occurrence_scores,
+    paired_model_difference,
+    plot_histogram_over_seeds,
+    sensitivity_with_intervals,
+    table3_with_intervals,
+)
 
 # Figure 5 sentences (text, gold label): the paper's example, rated -0.6 (in the data without
 # the hyphen), and sentences of Figure 5 and Table 2 as they appear in the data.
@@ -60,13 +67,14 @@ STRONG_VALENCE = 1.5  # VADER words this polar count as clear sentiment words
 SCORES = ("eq1", "log_prob_diff")
 
 
-def load_models(quick: bool, rebuild: bool) -> dict[str, tuple]:
-    """Name -> (model, tokenizer, info), in the paper's column order."""
+def load_models(quick: bool, rebuild: bool, seed: int = 0) -> dict[str, tuple]:
+    """Name -> (model, tokenizer, info), in the paper's column order (cached per seed)."""
     if not quick:
-        return load_sentiment_models(("bilstm", "lstm", "rnn"), rebuild=rebuild)
+        return load_sentiment_models(("bilstm", "lstm", "rnn"), rebuild=rebuild, seed=seed)
     models = {}
     for kind in ("bilstm", "lstm", "rnn"):
-        model, info = train_sentiment_model(kind, n_train=400, epochs=2, hidden_size=16)
+        model, info = train_sentiment_model(kind, n_train=400, epochs=2, hidden_size=16,
+                                            seed=seed)
         models[ARCHITECTURES[kind]["display_name"]] = (model, glove_tokenizer(), info)
     return models
 
@@ -122,6 +130,43 @@ def sensitivity(corpora: dict, strong_words: set[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def seeded_analysis(args: argparse.Namespace, models: dict[str, tuple], texts: list[str],
+                    labels: list[int], strong: set[str], seconds: dict) -> dict:
+    """Tables 3 and the sentiment ratios with bootstrap intervals, and Figure 4, over
+    ``args.seeds`` training seeds (Eq. 1 only); returns the numbers for summary.json."""
+    tick = time.perf_counter()
+    occurrences: dict[str, dict[int, pd.DataFrame]] = {name: {} for name in models}
+    accuracy_rows = []
+    for seed in range(args.seeds):
+        seed_models = models if seed == 0 else load_models(args.quick, args.rebuild, seed)
+        for name, (model, tokenizer, info) in seed_models.items():
+            occurrences[name][seed] = occurrence_scores(model, tokenizer, texts, labels)
+            accuracy_rows.append({"model": name, "seed": seed, **info["accuracy"],
+                                  "best epoch": info["best_epoch"]})
+    accuracies = pd.DataFrame(accuracy_rows)
+    write_table(accuracies, args.out, "models_seeds")
+    table = table3_with_intervals(occurrences, TABLE3)
+    write_table(table, args.out, "table3_seeds")
+    ratios = sensitivity_with_intervals(occurrences, strong)
+    write_table(ratios, args.out, "sentiment_sensitivity_seeds")
+    pairs = pd.DataFrame([{"words": subset, "first": a, "second": b,
+                           **paired_model_difference(occurrences, a, b,
+                                                     strong if subset == "sentiment" else None)}
+                          for a, b in (("Bi-LSTM", "Uni-LSTM"), ("Uni-LSTM", "RNN"))
+                          for subset in ("sentiment", "all")])
+    write_table(pairs, args.out, "model_differences_seeds")
+    plot_histogram_over_seeds(occurrences, args.out / "figure4_histogram_seeds.png",
+                              title=f"Word types by mean Eq. 1 ({len(texts)} snippets, "
+                                    f"{args.seeds} seeds)")
+    seconds["seeds"] = time.perf_counter() - tick
+    print("\nTable 3 over seeds:\n" + table.to_string(index=False))
+    print("\nSentiment ratios over seeds:\n" + ratios.to_string(index=False))
+    print("\nPaired model differences:\n" + pairs.to_string(index=False))
+    return {"n_seeds": args.seeds, "accuracy": accuracies.to_dict(orient="records"),
+            "sensitivity": ratios.to_dict(orient="records"),
+            "differences": pairs.to_dict(orient="records")}
+
+
 def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:40]
 
@@ -136,6 +181,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="held-out splits to explain (default: test and dev)")
     parser.add_argument("--min-count", type=int, default=1,
                         help="fewest occurrences for Table 1 (the paper sets none)")
+    parser.add_argument("--seeds", type=int, default=3,
+                        help="training seeds per architecture for the tables with intervals "
+                             "(seeds 0..N-1, each model cached; seed 0 drives Tables 1-2 and "
+                             "Figure 5)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (1: these models are small, and more threads "
                              "slow down badly when another process shares the CPU)")
@@ -188,11 +237,14 @@ def main(argv: list[str] | None = None) -> None:
     for text, label in SENTENCES:
         words, columns = sentence_scores_by_model(models, text, label)
         gold = "positive" if label else "negative"
+        # one colour scale for the three models: their scores differ by orders of magnitude,
+        # and per-column scaling would make the RNN look as strong as the LSTMs
         plot_word_columns(words, columns, args.out / f"figure5_{slug(text)}.png",
-                          title=textwrap.fill(f"\u201c{text}\u201d (gold: {gold})", 48))
+                          normalize=None, title=textwrap.fill(f"\u201c{text}\u201d (gold: {gold})", 48))
         figure5 += [{"sentence": text, "word": w, "model": m, "score": s}
                     for m, scores in columns.items() for w, s in zip(words, scores)]
     write_table(pd.DataFrame(figure5), args.out, "figure5_scores")
+    seeded = seeded_analysis(args, models, texts, labels, strong, seconds)
     seconds["total"] = time.perf_counter() - started
 
     summary = {"snippets": len(texts), "splits": args.splits, "quick": args.quick,
@@ -200,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
                "torch_threads": torch.get_num_threads(),
                "models": accuracies.to_dict(orient="records"),
                "sensitivity": claims.to_dict(orient="records"),
-               "paper_model_order": list(MODELS)}
+               "paper_model_order": list(MODELS), "seeds": seeded}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print("Table 1 (top words by mean Eq. 1):\n"
           + tables["table1_top_words"].to_string(index=False))

@@ -31,7 +31,7 @@ from captum_erasure.metrics.diagnostics import (
     model_activations,
     rationale_consistency,
 )
-from captum_erasure.metrics.faithfulness import FaithfulnessMetrics
+from captum_erasure.metrics.faithfulness import METRIC_DIRECTIONS, FaithfulnessMetrics
 
 
 # -- evaluation --------------------------------------------------------------------------------
@@ -41,10 +41,13 @@ def evaluate(ctx: MethodContext, scores: list[list[float]], *, valences: dict | 
     deletion curves, masked-performance result)."""
     s = ctx.settings
     specials = list(ctx.tokenizer.all_special_ids)
-    metrics = FaithfulnessMetrics(ctx.model, fraction=s.fraction, bins="eraser",
-                                  normalization="code", special_token_ids=specials,
-                                  pad_token_id=ctx.pad, batch_size=64)
     mask_id = getattr(ctx.tokenizer, "mask_token_id", None)
+    removals = removal_variants(mask_id, ctx.pad)
+    variants = {name: FaithfulnessMetrics(ctx.model, fraction=s.fraction, bins="eraser",
+                                          normalization="code", special_token_ids=specials,
+                                          pad_token_id=ctx.pad, batch_size=64, **options)
+                for name, options in removals.items()}
+    metrics = variants["delete"]
     masked = MaskedPerformance(ctx.model, mask_id, mode="replace" if mask_id is not None
                                else "delete", special_token_ids=specials, pad_token_id=ctx.pad,
                                batch_size=64)
@@ -54,7 +57,8 @@ def evaluate(ctx: MethodContext, scores: list[list[float]], *, valences: dict | 
         attr = spread_words(batch_examples, [scores[i] for i in indices], ids.shape[1])
         target = torch.tensor([ctx.targets[i] for i in indices])
         common = dict(additional_forward_args=(attention,), feature_mask=mask)
-        metrics.update(ids, attr, target=target, **common)
+        for variant in variants.values():
+            variant.update(ids, attr, target=target, **common)
         masked.update(ids, attr, [ctx.examples[i].label for i in indices], target=target,
                       **common)
         if ctx.mlm is not None:
@@ -63,6 +67,9 @@ def evaluate(ctx: MethodContext, scores: list[list[float]], *, valences: dict | 
                                       tokenizer=ctx.tokenizer, seed=ctx.seed, batch_size=64,
                                       **common).tolist()
     summary = metrics.compute()
+    for name, variant in variants.items():
+        if name != "delete":
+            summary.update({f"{key}_{name}": value for key, value in variant.compute().items()})
     masked_result = masked.compute()
     summary["masked_f1_auc"] = masked_result.auc
     summary["auc_rep"] = float(np.mean(auc_rep_values)) if auc_rep_values else float("nan")
@@ -79,10 +86,25 @@ def evaluate(ctx: MethodContext, scores: list[list[float]], *, valences: dict | 
                                           ctx.targets, n_pairs=s.dataset_pairs)
         summary["dataset_consistency"] = consistency.spearman
     frame = metrics.per_example()
+    for name, variant in variants.items():
+        if name != "delete":
+            extra = variant.per_example()[list(METRIC_DIRECTIONS)]
+            frame = frame.join(extra.add_suffix(f"_{name}"))
     frame["masked_predictions"] = [json.dumps(p) for p in masked.predicted]
     if auc_rep_values:
         frame["auc_rep"] = auc_rep_values
     return summary, frame, [c.tolist() for c in metrics.curves], masked_result
+
+
+def removal_variants(mask_token_id: int | None, pad_token_id: int) -> dict[str, dict]:
+    """The removals every faithfulness metric is computed under: deletion (ERASER's, and the
+    perturbation WordErasure measures), and replacement by ``[MASK]`` (when the tokenizer has
+    one) and by ``[PAD]`` (the perturbation of Captum's ablation baselines)."""
+    variants: dict[str, dict] = {"delete": {}}
+    if mask_token_id is not None:
+        variants["mask"] = {"mode": "replace", "baseline_id": mask_token_id}
+    variants["pad"] = {"mode": "replace", "baseline_id": pad_token_id}
+    return variants
 
 
 def _class_polarity(model: nn.Module) -> dict[int, int]:

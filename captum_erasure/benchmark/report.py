@@ -101,6 +101,14 @@ SUMMARY_COLUMNS = [
 ]
 
 
+REPLACEMENT_COLUMNS = [
+    (f"{key}_{removal}", f"{title} {token}") for removal, token in (("mask", "[MASK]"),
+                                                                    ("pad", "[PAD]"))
+    for key, title in (("comprehensiveness", "comp@20% ↑"), ("aopc_comprehensiveness",
+                                                             "AOPC comp ↑"),
+                       ("sufficiency", "suff@20% ↓"), ("aopc_sufficiency", "AOPC suff ↓"))]
+
+
 DIAGNOSTIC_COLUMNS = [
     ("human_map", "VADER MAP ↑"), ("confidence_mae", "confidence MAE ↓"),
     ("dataset_consistency", "dataset consistency ↑"),
@@ -115,7 +123,9 @@ COST_COLUMNS = [
 ]
 
 
-DIRECTIONS = {**METRIC_DIRECTIONS, "masked_f1_auc": "lower", "auc_rep": "lower",
+DIRECTIONS = {**METRIC_DIRECTIONS,
+              **{f"{k}_{r}": d for k, d in METRIC_DIRECTIONS.items() for r in ("mask", "pad")},
+              "masked_f1_auc": "lower", "auc_rep": "lower",
               "human_map": "higher", "confidence_mae": "lower", "dataset_consistency": "higher",
               "rationale_consistency": "higher"}
 
@@ -132,7 +142,7 @@ def best_methods(summary: pd.DataFrame) -> list[str]:
     """One line per metric: the best method other than Random."""
     lines = []
     real = summary[summary["method"] != "Random"]
-    for key, title in SUMMARY_COLUMNS + DIAGNOSTIC_COLUMNS:
+    for key, title in SUMMARY_COLUMNS + REPLACEMENT_COLUMNS + DIAGNOSTIC_COLUMNS:
         if key not in real or real[key].isna().all():
             continue
         index = real[key].idxmax() if DIRECTIONS[key] == "higher" else real[key].idxmin()
@@ -158,6 +168,12 @@ def write_report(out: Path, summary: pd.DataFrame, consistency: pd.DataFrame | N
         "## Faithfulness",
         "",
         _table(summary, SUMMARY_COLUMNS),
+        "",
+        "Under replacement instead of deletion ([MASK], [PAD]: the same metrics, the top words "
+        "replaced by that token); bootstrap 95 % intervals and paired comparisons of the "
+        "leading methods are in [intervals.md](intervals.md).",
+        "",
+        _table(summary, REPLACEMENT_COLUMNS),
         "",
         "## Agreement, confidence and consistency",
         "",

@@ -50,6 +50,7 @@ from captum_erasure.benchmark.evaluate import (
     rationale_consistency_table,
 )
 from captum_erasure.benchmark.examples import encode_examples
+from captum_erasure.benchmark.intervals import write_intervals
 from captum_erasure.benchmark.report import (
     machine_description,
     write_plots,
@@ -85,7 +86,9 @@ def run_benchmark(model: nn.Module, tokenizer: Any, texts: Sequence[str], labels
                   seed: int = 0, model_name: str = "model", show_progress: bool = True,
                   notes: Sequence[str] = ()) -> BenchmarkResult:
     """Explain ``texts`` with every method, evaluate every metric, write the report to ``out``
-    (``report.md``, ``summary.csv``, ``per_example.csv``, ``results.json``, PNG plots)."""
+    (``report.md``, ``summary.csv``, ``per_example.csv``, ``results.json``, PNG plots, and the
+    bootstrap intervals and paired comparisons: ``intervals.md``, ``intervals.csv``,
+    ``paired.csv``, ``leaders.csv``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -145,6 +148,7 @@ def run_benchmark(model: nn.Module, tokenizer: Any, texts: Sequence[str], labels
     (out / "results.json").write_text(json.dumps(
         {"meta": meta, "summary": summary.to_dict(orient="records")}, indent=2,
         default=float) + "\n")
+    write_intervals(per_example, out, seed)
     plots = write_plots(out, summary, curves, masked_curves)
     report = write_report(out, summary, consistency, meta, plots, settings, methods)
     return BenchmarkResult(summary, per_example, consistency, report, failures)

@@ -146,17 +146,54 @@ def run_input_marginalization(ctx: MethodContext) -> list[list[float]]:
 
 
 def run_input_reduction(ctx: MethodContext) -> list[list[float]]:
+    """Feng et al.'s removal order (1 = removed first). Every word kept to the end would share
+    one rank, and the metrics would then order them by position; instead the kept words are
+    ordered by the method's own last evidence, leave-one-out on the reduced input."""
     from captum_erasure.attr import input_reduction
     method = input_reduction.InputReduction(ctx.model)
     scores: list = [None] * len(ctx.examples)
     for indices, (ids, attention, mask) in tqdm(ctx.batches(), desc="InputReduction",
                                                 leave=False, disable=not ctx.show_progress):
-        attr = method.attribute(ids, target=torch.tensor([ctx.targets[i] for i in indices]),
-                                additional_forward_args=(attention,), feature_mask=mask,
-                                pad_token_id=ctx.pad)
+        method.attribute(ids, target=torch.tensor([ctx.targets[i] for i in indices]),
+                         additional_forward_args=(attention,), feature_mask=mask,
+                         pad_token_id=ctx.pad)
         for row, i in enumerate(indices):
-            e = ctx.examples[i]
-            scores[i] = words_from_pieces(e, attr[row, e.body], "first")
+            result = method.last_result[row]
+            drops = kept_word_drops(ctx, ctx.examples[i], ctx.targets[i], result.kept)
+            scores[i] = reduction_scores(len(ctx.examples[i].words), result.removal_path,
+                                         result.kept, drops)
+    return scores
+
+
+def kept_word_drops(ctx: MethodContext, example: Example, target: int,
+                    kept: list[int]) -> list[float]:
+    """P(target | the kept words) - P(target | the kept words but one), per kept word."""
+    words = example.word_of_token
+    rows = []
+    for subset in [kept] + [[w for w in kept if w != left_out] for left_out in kept]:
+        keep = (words < 0) | torch.isin(words, torch.tensor(subset, dtype=torch.long))
+        rows.append(Example(example.text, example.label, example.ids[keep], words[keep],
+                            example.words, example.word_spans, example.body))
+    ids, attention, _ = pad_batch(rows, ctx.pad)
+    with torch.inference_mode():
+        out = model_caller(ctx.model)(ids, attention)
+        probs = torch.softmax((out.logits if hasattr(out, "logits") else out).double(), -1)
+    return (probs[0, target] - probs[1:, target]).tolist()
+
+
+def reduction_scores(n_words: int, removal_path: list[int], kept: list[int],
+                     kept_drops: list[float]) -> list[float]:
+    """Word scores from a reduction: removal step (1 = removed first) for removed words; the
+    kept words above every removed one, ordered by their leave-one-out drop (strictly between
+    ``len(path) + 1`` and ``len(path) + 2``; equal drops keep position order)."""
+    if len(kept) != len(kept_drops):
+        raise ValueError(f"{len(kept_drops)} drops for {len(kept)} kept words")
+    scores = [0.0] * n_words
+    for step, word in enumerate(removal_path):
+        scores[word] = float(step + 1)
+    ranked = sorted(range(len(kept)), key=lambda k: (kept_drops[k], -kept[k]))
+    for rank, k in enumerate(ranked):
+        scores[kept[k]] = len(removal_path) + 1 + (rank + 1) / (len(kept) + 1)
     return scores
 
 
@@ -311,7 +348,8 @@ METHOD_NOTES = {
     "Random": "standard normal word scores (reference)",
     "WordErasure": "ours, Li et al. Eq. 1, words deleted, all snippets of a batch packed",
     "InputMarginalization": "ours, Kim et al., MLM top-{top_k} candidates per token, word = sum",
-    "InputReduction": "ours, Feng et al., removal order",
+    "InputReduction": "ours, Feng et al., removal order; the kept words ordered by "
+                      "leave-one-out on the reduced input (not by position)",
     "WordInformation": "ours, Guan et al., information kept at the pooled output (unsigned), "
                        "{info} Adam steps (forward+backward) per batch",
     "DiffMask": "ours, De Cao et al., input mode at layer {dm_layer}, fitted {dm_steps} steps x 16 "

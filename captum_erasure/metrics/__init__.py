@@ -6,6 +6,12 @@ from captum_erasure.metrics.auc_rep import (
                                                 auc_rep,
                                                 mlm_replacement_curves,
 )
+from captum_erasure.metrics.bootstrap import (
+                                                BootstrapInterval,
+                                                PairedComparison,
+                                                bootstrap_interval,
+                                                paired_bootstrap,
+)
 from captum_erasure.metrics.diagnostics import (
                                                 MaskedPerformance,
                                                 confidence_indication,
@@ -28,4 +34,5 @@ __all__ = ["FaithfulnessMetrics", "RemovalCurves", "aopc", "comprehensiveness",
            "deletion_curve", "removal_curves", "sufficiency", "ReplacementCurves", "auc_rep",
            "mlm_replacement_curves", "MaskedPerformance", "confidence_indication",
            "dataset_consistency", "human_agreement", "model_activations",
-           "rationale_consistency"]
+           "rationale_consistency", "BootstrapInterval", "PairedComparison",
+           "bootstrap_interval", "paired_bootstrap"]

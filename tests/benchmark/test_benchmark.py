@@ -72,7 +72,8 @@ def test_quick_benchmark_writes_its_report(tmp_path, one_thread):
     summary = result.summary.set_index("method")
     assert list(summary.index) == methods
     for column in ("comprehensiveness", "aopc_sufficiency", "deletion_area", "masked_f1_auc",
-                   "auc_rep", "confidence_mae", "human_map", "seconds_per_example",
+                   "auc_rep", "comprehensiveness_mask", "aopc_comprehensiveness_pad",
+                   "sufficiency_pad", "confidence_mae", "human_map", "seconds_per_example",
                    "forward_calls_per_example"):
         assert summary[column].notna().all(), column
     # Consistency is NaN only where a method's saliency distances are all equal (e.g. Captum
@@ -85,7 +86,7 @@ def test_quick_benchmark_writes_its_report(tmp_path, one_thread):
     report = (tmp_path / "report.md").read_text()
     assert "## Faithfulness" in report and "VADER" in report and "LIT LIME" in report
     for name in ("summary.csv", "per_example.csv", "results.json", "curves.png",
-                 "cost_vs_faithfulness.png"):
+                 "cost_vs_faithfulness.png", "intervals.md", "paired.csv", "leaders.csv"):
         assert (tmp_path / name).stat().st_size > 0, name
     meta = json.loads((tmp_path / "results.json").read_text())["meta"]
     assert meta["n_examples"] == len(TEXTS)
@@ -135,3 +136,104 @@ def test_diffmask_row_costs_one_row_per_example_and_reports_its_fit(tmp_path, on
     # one epoch of 20 snippets (batches of 16 and 4, under the 3-step budget), each twice
     assert row["fit_rows"] == 2 * 20 and row["fit_seconds"] > 0
     assert "fit s (once)" in (tmp_path / "report.md").read_text()
+
+
+def test_reduction_scores_order_kept_words_by_their_own_evidence():
+    from captum_erasure.benchmark.runners import reduction_scores
+    # 5 words; 3 then 0 removed; 1, 2, 4 kept with leave-one-out drops 0.1, 0.5, 0.3.
+    scores = reduction_scores(5, [3, 0], [1, 2, 4], [0.1, 0.5, 0.3])
+    assert scores == [2.0, 3.25, 3.75, 1.0, 3.5]
+    # equal drops: the earlier word ranks higher, as the metrics' position tie-break would
+    assert reduction_scores(3, [], [0, 1, 2], [0.2, 0.2, 0.2]) == [1.75, 1.5, 1.25]
+    with pytest.raises(ValueError, match="2 drops for 3 kept"):
+        reduction_scores(5, [3, 0], [1, 2, 4], [0.1, 0.5])
+
+
+MIN_CONFIDENCE = 0.985
+
+
+def test_input_reduction_kept_words_follow_leave_one_out_on_the_reduced_input(one_thread,
+                                                                             monkeypatch):
+    from functools import partial
+
+    from captum_erasure.attr import input_reduction
+    from captum_erasure.benchmark.evaluate import predict
+    from captum_erasure.benchmark.runners import (
+        MethodContext,
+        kept_word_drops,
+        run_input_reduction,
+    )
+    tokenizer, model = toy_tokenizer(), two_class(0)
+    examples = encode_examples(tokenizer, TEXTS, LABELS)
+    targets, _, _ = predict(model, examples, tokenizer.pad_token_id)
+    ctx = MethodContext(model, tokenizer, examples, targets, QUICK, 0, show_progress=False)
+    # a confidence floor stops the reductions early, so several words are kept (and tied)
+    monkeypatch.setattr(input_reduction, "InputReduction",
+                        partial(input_reduction.InputReduction, min_confidence=MIN_CONFIDENCE))
+    scores = run_input_reduction(ctx)
+    checked = 0
+    for i, e in enumerate(examples):
+        kept = [w for w, score in enumerate(scores[i]) if score != int(score)]  # fractional
+        if len(kept) < 2:
+            continue
+        by_hand = []
+        for left_out in kept:
+            tokens = [[t for t, w in enumerate(e.word_of_token.tolist())
+                       if w < 0 or (w in kept and w != skip)] for skip in (None, left_out)]
+            p = [torch.softmax(model(e.ids[None, t], torch.ones(1, len(t), dtype=torch.long))
+                               .logits, -1)[0, targets[i]].item() for t in tokens]
+            by_hand.append(p[0] - p[1])
+        assert kept_word_drops(ctx, e, targets[i], kept) == pytest.approx(by_hand, abs=1e-6)
+        assert sorted(kept, key=lambda w: scores[i][w]) == \
+            sorted(kept, key=lambda w: (by_hand[kept.index(w)], -w))
+        checked += 1
+    assert checked > 0
+
+
+def test_intervals_and_paired_comparison_of_hand_made_scores(tmp_path):
+    import pandas as pd
+
+    from captum_erasure.benchmark.intervals import (
+        interval_table,
+        leaders_by_removal,
+        paired_table,
+        write_intervals,
+    )
+    # A beats B by exactly 0.1 on every snippet (comprehensiveness, higher is better); on
+    # sufficiency (lower is better) B beats A by 0.2 on every snippet. Random is never a leader.
+    comp_b = [0.2, 0.5, 0.3, 0.6]
+    frame = pd.DataFrame({
+        "method": ["A"] * 4 + ["B"] * 4 + ["Random"] * 4, "example": list(range(4)) * 3,
+        "n_features": [5, 6, 7, 8] * 3,
+        "comprehensiveness": [c + 0.1 for c in comp_b] + comp_b + [0.9] * 4,
+        "sufficiency": [0.3] * 4 + [0.1] * 4 + [0.0] * 4})
+    intervals = interval_table(frame)
+    row = intervals[(intervals.method == "A") & (intervals.column == "comprehensiveness")]
+    assert row["mean"].item() == pytest.approx(0.5)
+    paired = paired_table(frame, intervals).set_index("metric")
+    comp = paired.loc["comp@20% (deletion)"]
+    assert (comp["leader"], comp["other"]) == ("A", "B")
+    assert comp["low"] == pytest.approx(0.1) and comp["high"] == pytest.approx(0.1)
+    suff = paired.loc["suff@20% (deletion)"]
+    assert (suff["leader"], suff["advantage"]) == ("B", pytest.approx(0.2))
+    assert leaders_by_removal(intervals)["leader"].tolist() == ["A", "B"]
+    write_intervals(frame, tmp_path)
+    assert "0.500 [" in (tmp_path / "intervals.md").read_text()
+
+
+def test_intervals_command_combines_one_method_runs(tmp_path, one_thread):
+    from captum_erasure.benchmark.intervals import main as intervals_main
+    runs = []
+    for method in ("Random", "WordErasure"):
+        run_benchmark(two_class(0), toy_tokenizer(), TEXTS, LABELS, out=tmp_path / method,
+                      methods=[method], settings=QUICK, seed=0, show_progress=False)
+        runs.append(str(tmp_path / method))
+    intervals_main(runs + ["--out", str(tmp_path / "combined")])
+    import pandas as pd
+    summary = pd.read_csv(tmp_path / "combined" / "summary.csv")
+    assert summary["method"].tolist() == ["Random", "WordErasure"]
+    leaders = pd.read_csv(tmp_path / "combined" / "leaders.csv")
+    assert set(leaders["leader"]) == {"WordErasure"}  # Random is never a leader
+    assert "comp@20% ([MASK])" in set(leaders["metric"])
+    with pytest.raises(ValueError, match="run twice"):
+        intervals_main([runs[0], runs[0], "--out", str(tmp_path / "twice")])

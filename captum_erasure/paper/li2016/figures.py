@@ -89,9 +89,14 @@ def log_importance(values: np.ndarray, floor: float = 1e-3) -> np.ndarray:
 
 def plot_layer_heatmaps(panels: Mapping[str, Mapping[str, Sequence[float]]],
                         path: str | Path | None = None, *, floor: float = 1e-3,
-                        columns: int = 2, title: str | None = None) -> Figure:
+                        columns: int = 2, title: str | None = None,
+                        scale: str = "shared") -> Figure:
     """Figures 2 and 6: one panel per task, one row per layer (e.g. input, layer 1, layer 2),
-    one column per unit, coloured by log10 importance (clipped at ``floor``)."""
+    one column per unit, coloured by log10 importance (clipped at ``floor``). ``scale``:
+    ``"shared"`` (one colour bar for all panels) or ``"per_panel"`` (each its own colour bar,
+    so a task whose importances are orders of magnitude larger does not wash out the rest)."""
+    if scale not in ("shared", "per_panel"):
+        raise ValueError(f"scale must be 'shared' or 'per_panel', got {scale!r}")
     if not panels:
         raise ValueError("nothing to plot: no panels")
     matrices = {name: log_importance(_matrix(layers, ragged=True), floor)
@@ -104,17 +109,23 @@ def plot_layer_heatmaps(panels: Mapping[str, Mapping[str, Sequence[float]]],
     axes = figure.subplots(n_rows, n_cols, squeeze=False)
     image = None
     for ax, (name, matrix) in zip(axes.flat, matrices.items()):
-        image = ax.imshow(np.ma.masked_invalid(matrix), cmap="viridis", vmin=low, vmax=high,
-                          aspect="auto")
+        limits = (low, high) if scale == "shared" else \
+            (float(np.nanmin(matrix)), float(np.nanmax(matrix)))
+        image = ax.imshow(np.ma.masked_invalid(matrix), cmap="viridis", vmin=limits[0],
+                          vmax=limits[1], aspect="auto")
+        if scale == "per_panel":
+            figure.colorbar(image, ax=ax, fraction=0.04, pad=0.01).ax.tick_params(labelsize=6)
         ax.set_yticks(range(matrix.shape[0]), list(panels[name]), fontsize=7)
         ax.tick_params(axis="x", labelsize=6)
         ax.set_title(name, fontsize=8, parse_math=False)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
-    figure.colorbar(image, ax=axes, fraction=0.02).set_label(
-        f"log10 importance (clipped at {floor:g})", fontsize=7)
-    if title:
-        figure.suptitle(title, fontsize=9)
+    label = f"log10 importance (clipped at {floor:g})"
+    if scale == "shared":
+        figure.colorbar(image, ax=axes, fraction=0.02).set_label(label, fontsize=7)
+    if title or scale == "per_panel":
+        per_panel = f"colour: {label}, one scale per panel" if scale == "per_panel" else ""
+        figure.suptitle("\n".join(t for t in (title, per_panel) if t), fontsize=9)
     save_figure(figure, path)
     return figure
 

@@ -188,10 +188,12 @@ def trim_padding(rows: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
 
 
 # -- building, caching, loading ---------------------------------------------------------------
-def sentiment_model_dir(kind: str) -> Path:
-    """``cache_dir()/models/glove-<kind>-rt-v1``."""
+def sentiment_model_dir(kind: str, seed: int = 0) -> Path:
+    """``cache_dir()/models/glove-<kind>-rt-v1`` (training seed 0), ``...-v1-seed<s>`` for
+    other seeds: each seed has its own cached model."""
     check_kind(kind)
-    return cache_dir() / "models" / f"glove-{kind}-rt-{MODEL_VERSION}"
+    suffix = "" if seed == 0 else f"-seed{seed}"
+    return cache_dir() / "models" / f"glove-{kind}-rt-{MODEL_VERSION}{suffix}"
 
 
 def check_kind(kind: str) -> str:
@@ -298,7 +300,7 @@ def load_sentiment_model(kind: str, *, rebuild: bool = False, show_progress: boo
     tokenizer and its ``info`` (accuracies, settings, history). Trained and cached on first use,
     when ``rebuild`` is set, or when the cached settings differ from the requested ones."""
     settings = training_settings(kind, **settings)
-    folder = sentiment_model_dir(kind)
+    folder = sentiment_model_dir(kind, settings["seed"])
     info_path = folder / INFO_FILENAME
     info = json.loads(info_path.read_text()) if info_path.is_file() else None
     if rebuild or info is None or info.get("training") != settings:

@@ -50,6 +50,22 @@ def test_layer_heatmaps(tmp_path):
     assert log_importance(np.array([100.0, -3.0]), floor=1e-2).tolist() == [2.0, -2.0]
 
 
+def test_layer_heatmaps_per_panel_scale(tmp_path):
+    # "frequency" is 1000x larger: on a shared scale the other panel would be one colour
+    panels = {"prefix": {"input": [0.01, 0.1], "layer 1": [0.1, 0.1]},
+              "frequency": {"input": [10.0, 100.0], "layer 1": [1.0, 10.0]}}
+    shared = plot_layer_heatmaps(panels)
+    assert [image.get_clim() for ax in shared.axes[:2] for image in ax.images] == \
+        [(-2.0, 2.0), (-2.0, 2.0)]
+    figure = plot_layer_heatmaps(panels, tmp_path / "fig2.png", scale="per_panel")
+    assert_png(tmp_path / "fig2.png")
+    limits = {ax.get_title(): ax.images[0].get_clim() for ax in figure.axes if ax.images}
+    assert limits == {"prefix": (-2.0, -1.0), "frequency": (0.0, 2.0)}
+    assert sum(1 for ax in figure.axes if not ax.images and ax.get_visible()) == 2  # 2 bars
+    with pytest.raises(ValueError, match="scale must be"):
+        plot_layer_heatmaps(panels, scale="per_column")
+
+
 def test_frequency_scatter(tmp_path):
     log_rank = np.log(np.arange(1, 3001))
     columns = {"column 30": -log_rank + RNG.normal(size=3000), "noise": RNG.normal(size=3000)}

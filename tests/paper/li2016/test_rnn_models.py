@@ -149,6 +149,8 @@ def test_training_on_a_tiny_subset_beats_chance(kind):
 def test_model_dir_is_under_the_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("CAPTUM_ERASURE_CACHE", str(tmp_path))
     assert sentiment_model_dir("bilstm") == tmp_path / "models" / "glove-bilstm-rt-v1"
+    # every training seed its own cache: seed 1 never overwrites the seed-0 model
+    assert sentiment_model_dir("bilstm", 1) == tmp_path / "models" / "glove-bilstm-rt-v1-seed1"
     with pytest.raises(ValueError, match="unknown architecture"):
         sentiment_model_dir("gru")
 
@@ -156,7 +158,7 @@ def test_model_dir_is_under_the_cache(monkeypatch, tmp_path):
 def test_cache_round_trip_and_rebuild_on_new_settings(monkeypatch, tmp_path):
     # Only the model folder moves: the data stay in the real cache (no download).
     folder = tmp_path / "glove-lstm"
-    monkeypatch.setattr("captum_erasure.paper.li2016.rnn_models.sentiment_model_dir", lambda kind: folder)
+    monkeypatch.setattr("captum_erasure.paper.li2016.rnn_models.sentiment_model_dir", lambda kind, seed=0: folder)
     settings = dict(n_train=64, epochs=1, hidden_size=8)
     model, _, info = load_sentiment_model("lstm", show_progress=False, **settings)
     assert (folder / "model.safetensors").is_file()
