@@ -138,6 +138,7 @@ def test_plain_module_round_trip_leaves_frozen_parameters_out(tmp_path):
     folder = save_finetuned(model, tokenizer, {}, tmp_path / "bag")
     assert sorted(load_file(str(folder / WEIGHTS_FILENAME))) == ["bias", "embedding.weight"]
     loaded, loaded_tokenizer = load_finetuned(folder, TrainableBag())
+    assert loaded_tokenizer(TEXTS)["input_ids"] == tokenizer(TEXTS)["input_ids"]
     assert loaded.scale.item() == 1.0
     assert torch.equal(loaded.embedding.weight, model.embedding.weight)
     assert torch.equal(loaded.bias, model.bias)
@@ -168,13 +169,13 @@ def test_one_output_models_are_refused(make):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(labels=[1]), "8 texts but 1 labels"),
-    (dict(reduced_texts=[]), "at least one original and one reduced text"),
-    (dict(entropy_weight=-1.0), "entropy_weight must be >= 0"),
-    (dict(batch_size=0), "epochs and batch_size must be >= 1"),
+    ({"labels": [1]}, "8 texts but 1 labels"),
+    ({"reduced_texts": []}, "at least one original and one reduced text"),
+    ({"entropy_weight": -1.0}, "entropy_weight must be >= 0"),
+    ({"batch_size": 0}, "epochs and batch_size must be >= 1"),
 ])
 def test_bad_arguments(kwargs, message):
-    arguments = dict(texts=TEXTS, labels=LABELS, reduced_texts=["good"], show_progress=False)
+    arguments = {"texts": TEXTS, "labels": LABELS, "reduced_texts": ["good"], "show_progress": False}
     arguments.update(kwargs)
     with pytest.raises(ValueError, match=message):
         entropy_fine_tune(TrainableBag(), build_tiny_tokenizer(), **arguments)
