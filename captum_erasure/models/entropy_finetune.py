@@ -252,7 +252,7 @@ class EntropySettings:
     entropy_weight: float = 1.0
     epochs: int = 1
     batch_size: int = 16
-    lr: float = 2e-5
+    lr: float = 5e-5
     max_length: int = DEFAULT_MAX_LENGTH
     seed: int = 0
 
