@@ -120,6 +120,23 @@ def check_two_outputs(model: nn.Module, tokenizer: Any, max_length: int = DEFAUL
     return n_outputs
 
 
+def classifier_accuracy(model: nn.Module, tokenizer: Any, texts: Sequence[str],
+                        labels: Sequence[int], *, batch_size: int = 64,
+                        max_length: int = DEFAULT_MAX_LENGTH) -> float:
+    """Fraction of ``texts`` whose arg-max output equals the label, for any classifier called as
+    ``model(input_ids, attention_mask)`` (an HF model or a GloVe RNN); leaves it in eval mode."""
+    if len(texts) != len(labels) or not len(texts):
+        raise ValueError(f"need as many labels as texts, at least one: {len(texts)} texts, "
+                         f"{len(labels)} labels")
+    model.eval()
+    predicted = []
+    with torch.no_grad():
+        for start in range(0, len(texts), batch_size):
+            predicted.append(_logits(model, tokenizer, texts[start:start + batch_size],
+                                     max_length, _device(model)).argmax(-1).cpu())
+    return (torch.cat(predicted) == torch.as_tensor(list(labels))).float().mean().item()
+
+
 def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 

@@ -14,6 +14,7 @@ from torch import nn
 from captum_erasure._core.engine import output_logits
 from captum_erasure.models.entropy_finetune import (
     WEIGHTS_FILENAME,
+    classifier_accuracy,
     entropy_fine_tune,
     load_finetuned,
     output_entropy,
@@ -59,6 +60,16 @@ def logits_of(model, tokenizer, texts):
 def accuracy(model, tokenizer):
     predicted = logits_of(model, tokenizer, TEXTS).argmax(-1)
     return (predicted == torch.tensor(LABELS)).float().mean().item()
+
+
+def test_classifier_accuracy_by_hand():
+    tokenizer, model = build_tiny_tokenizer(), TrainableBag()
+    assert classifier_accuracy(model, tokenizer, TEXTS, LABELS, batch_size=3) == 1.0
+    # "good" and "bad" cancel out in the last text: logits [2, 2], arg-max 0 = wrong label
+    assert classifier_accuracy(model, tokenizer, ["good", "bad", "good bad"], [1, 0, 1]) == \
+        pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="2 texts, 1 labels"):
+        classifier_accuracy(model, tokenizer, ["good", "bad"], [1])
 
 
 def test_output_entropy_by_hand():
