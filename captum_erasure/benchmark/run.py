@@ -173,11 +173,28 @@ def _consistency_models(seed: int, show_progress: bool) -> tuple[dict, Any, str]
                                "two untrained), all pairs.")
 
 
+def _load_model(name: str) -> tuple[nn.Module, Any, str]:
+    """``--model``: 'default' or the folder of a saved HF sequence classifier."""
+    if name == "default":
+        from captum_erasure.models.default import load_default_model
+        model, tokenizer = load_default_model()
+        return model, tokenizer, "default (MiniLM-L6 fine-tuned on Rotten Tomatoes)"
+    folder = Path(name)
+    if not (folder / "config.json").is_file():
+        raise SystemExit(f"--model {name!r}: not 'default' and not a folder with a saved HF "
+                         "classifier (config.json)")
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    return model, AutoTokenizer.from_pretrained(folder), str(folder)
+
+
 def main(argv: Sequence[str] | None = None) -> BenchmarkResult:
     parser = argparse.ArgumentParser(prog="python -m captum_erasure.benchmark",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="default", choices=["default"],
-                        help="the model to explain (the cached default MiniLM sentiment model)")
+    parser.add_argument("--model", default="default",
+                        help="the model to explain: 'default' (the cached MiniLM sentiment "
+                             "model) or the folder of a saved HF classifier (save_pretrained or "
+                             "models.entropy_finetune.save_finetuned)")
     parser.add_argument("--n", type=int, default=200, help="held-out snippets")
     parser.add_argument("--out", default="outputs/benchmark")
     parser.add_argument("--seed", type=int, default=0)
@@ -205,14 +222,13 @@ def main(argv: Sequence[str] | None = None) -> BenchmarkResult:
         torch.set_num_threads(args.threads)
 
     from captum_erasure.data import load_rotten_tomatoes
-    from captum_erasure.models.default import load_default_model
     settings = QUICK if args.quick else FULL
     if args.diffmask_steps is not None or args.diffmask_layer is not None:
         settings = replace(settings, diffmask_layer=args.diffmask_layer,
                            diffmask_steps=args.diffmask_steps or settings.diffmask_steps)
     n = min(args.n, 8) if args.quick else args.n
     show = not args.no_progress
-    model, tokenizer = load_default_model()
+    model, tokenizer, model_name = _load_model(args.model)
     mlm = None
     if not args.no_mlm:
         from captum_erasure.models.default_mlm import load_default_mlm
@@ -232,8 +248,8 @@ def main(argv: Sequence[str] | None = None) -> BenchmarkResult:
         model, tokenizer, frame["text"].tolist(), frame["label"].tolist(), out=args.out,
         methods=args.methods, mlm=mlm, valences=vader_valences(),
         consistency_models=consistency_models, consistency_tokenizer=consistency_tokenizer,
-        settings=settings, seed=args.seed, model_name="default (MiniLM-L6 fine-tuned on "
-        "Rotten Tomatoes)", show_progress=show, notes=notes)
+        settings=settings, seed=args.seed, model_name=model_name, show_progress=show,
+        notes=notes)
     print(result.report.read_text())
     return result
 

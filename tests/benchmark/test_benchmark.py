@@ -119,6 +119,36 @@ def test_command_line_quick_mode(tmp_path, monkeypatch, one_thread):
     assert (tmp_path / "report.md").is_file()
 
 
+def test_command_line_model_folder(tmp_path, monkeypatch, one_thread):
+    """`--model FOLDER` explains a saved HF classifier instead of the default model."""
+    import pandas as pd
+
+    import captum_erasure.benchmark as benchmark
+    import captum_erasure.benchmark.run as benchmark_run
+    import captum_erasure.data as data
+
+    model, tokenizer = two_class(3), toy_tokenizer()
+    model.save_pretrained(tmp_path / "saved")
+    tokenizer.save_pretrained(tmp_path / "saved")
+    frame = pd.DataFrame({"id": range(len(TEXTS)), "text": TEXTS, "rating": 0.0,
+                          "label": LABELS})
+    monkeypatch.setattr(data, "load_rotten_tomatoes", lambda split: frame)
+    monkeypatch.setattr(benchmark_run, "vader_valences", lambda: VALENCES)
+    out = tmp_path / "out"
+    result = benchmark.main(["--quick", "--no-consistency", "--no-progress", "--no-mlm",
+                             "--model", str(tmp_path / "saved"), "--out", str(out),
+                             "--methods", "WordErasure", "--n", "4"])
+    meta = json.loads((out / "results.json").read_text())["meta"]
+    assert meta["model"] == str(tmp_path / "saved")
+    scores = json.loads(result.per_example["word_scores"].iloc[0])
+    expected = run_benchmark(model.eval(), tokenizer, TEXTS[:4], LABELS[:4], out=tmp_path / "x",
+                             methods=["WordErasure"], settings=QUICK, show_progress=False)
+    assert set(result.per_example["word_scores"]) == set(expected.per_example["word_scores"])
+    assert len(scores) > 0
+    with pytest.raises(SystemExit, match="not 'default' and not a folder"):
+        benchmark.main(["--model", str(tmp_path / "missing"), "--no-consistency"])
+
+
 def test_diffmask_row_costs_one_row_per_example_and_reports_its_fit(tmp_path, one_thread,
                                                                      monkeypatch):
     import pandas as pd

@@ -1,0 +1,171 @@
+"""Feng et al. (2018), section 5: does entropy fine-tuning cure over-confident reduced inputs?
+
+Fine-tunes the default model with cross-entropy on training snippets minus ``weight`` times the
+output entropy on beam-reduced training snippets (:mod:`captum_erasure.models.entropy_finetune`,
+cached), then measures, before and after, on the Rotten Tomatoes held-out splits:
+
+1. accuracy on the whole test and dev splits;
+2. beam-3 input reduction (gradient importance) of the first ``--n-heldout`` test snippets, run
+   on each model: the confidence (probability of the predicted label) of the originals and of
+   the reduced inputs, and how many words the reduction keeps; plus the fine-tuned model's
+   confidence on the *base* model's reductions (the same short inputs, before re-reducing).
+
+Writes ``reduction_before.csv``, ``reduction_after.csv``, ``summary.md``, ``summary.json``,
+``confidence_histograms.png`` and ``history.csv`` to ``--out`` (default ``outputs/feng``).
+
+    PYTHONPATH=. HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python examples/feng_entropy_finetune.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+from captum_erasure._core.engine import output_logits
+from captum_erasure.data import load_rotten_tomatoes
+from captum_erasure.models.default import evaluate_accuracy, load_default_model
+from captum_erasure.models.entropy_finetune import (
+    EntropySettings,
+    entropy_model_dir,
+    load_entropy_model,
+    reduce_texts,
+)
+
+
+def reduction_table(model, tokenizer, texts, ids, beam: int, path: Path) -> pd.DataFrame:
+    """Beam reduction of ``texts`` on ``model`` (cached in ``path``)."""
+    if path.is_file():
+        return pd.read_csv(path, keep_default_na=False)
+    start = time.perf_counter()
+    results = reduce_texts(model, tokenizer, texts, beam_size=beam)
+    seconds = time.perf_counter() - start
+    frame = pd.DataFrame({
+        "id": ids, "label": [r.label for r in results],
+        "words": [len(r.words) for r in results], "kept": [len(r.kept) for r in results],
+        "original_confidence": [r.original_confidence for r in results],
+        "reduced_confidence": [r.confidence for r in results],
+        "verified": [r.verified for r in results],
+        "budget_reached": [r.budget_reached for r in results],
+        "forward_passes": [r.forward_passes for r in results],
+        "seconds_per_text": seconds / len(results),
+        "reduced_text": [r.reduced_text for r in results]})
+    frame.to_csv(path, index=False)
+    return frame
+
+
+def confidence_of(model, tokenizer, texts, labels) -> np.ndarray:
+    """P(label) of each text, 64 at a time."""
+    values = []
+    with torch.no_grad():
+        for start in range(0, len(texts), 64):
+            batch = tokenizer(list(texts[start:start + 64]), padding=True, truncation=True,
+                              max_length=64, return_tensors="pt")
+            probs = torch.softmax(output_logits(model(batch["input_ids"],
+                                                      batch["attention_mask"])), -1)
+            picked = torch.as_tensor(list(labels[start:start + 64]))
+            values.append(probs.gather(1, picked[:, None])[:, 0].numpy())
+    return np.concatenate(values)
+
+
+def plot(before: pd.DataFrame, after: pd.DataFrame, after_on_base: np.ndarray,
+         path: Path) -> None:
+    bins = np.linspace(0.5, 1.0, 26)
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for ax, frame, title in ((axes[0], before, "base model"),
+                             (axes[1], after, "after entropy fine-tuning")):
+        ax.hist(frame.original_confidence, bins, alpha=0.6, label="original")
+        ax.hist(frame.reduced_confidence, bins, alpha=0.6, label="reduced (own beam-3 reduction)")
+        if frame is after:
+            ax.hist(after_on_base, bins, histtype="step", linewidth=2, color="black",
+                    label="base model's reductions")
+        ax.set(title=title, xlabel="confidence: P(predicted label)", ylabel="held-out snippets")
+        ax.legend(fontsize=8, loc="upper left")
+    top = int(max(before.kept.max(), after.kept.max()))
+    edges = np.arange(0.5, top + 1.5)
+    axes[2].hist([before.kept, after.kept], edges, label=["base model", "fine-tuned"])
+    axes[2].set(title="length of the beam-3 reduction", xlabel="words kept",
+                ylabel="held-out snippets")
+    axes[2].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def summarize(name: str, model, tokenizer, reduction: pd.DataFrame) -> dict:
+    row = {"model": name}
+    for split in ("test", "dev"):
+        frame = load_rotten_tomatoes(split)
+        row[f"{split} accuracy"] = evaluate_accuracy(model, tokenizer, frame.text.tolist(),
+                                                     frame.label.tolist())
+    row.update({"confidence original": reduction.original_confidence.mean(),
+                "confidence reduced": reduction.reduced_confidence.mean(),
+                "reduced more confident": (reduction.reduced_confidence
+                                           > reduction.original_confidence).mean(),
+                "words": reduction.words.mean(), "words kept": reduction.kept.mean(),
+                "kept fraction": (reduction.kept / reduction.words).mean(),
+                "verified": reduction.verified.mean(),
+                "s / snippet": reduction.seconds_per_text.iloc[0]})
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n-heldout", type=int, default=150, help="test snippets reduced")
+    parser.add_argument("--n-originals", type=int, default=EntropySettings.n_originals)
+    parser.add_argument("--n-reduced", type=int, default=EntropySettings.n_reduced)
+    parser.add_argument("--beam", type=int, default=EntropySettings.beam_size)
+    parser.add_argument("--weight", type=float, default=EntropySettings.entropy_weight)
+    parser.add_argument("--epochs", type=int, default=EntropySettings.epochs)
+    parser.add_argument("--lr", type=float, default=EntropySettings.lr)
+    parser.add_argument("--seed", type=int, default=EntropySettings.seed)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default="outputs/feng")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = EntropySettings(n_originals=args.n_originals, n_reduced=args.n_reduced,
+                               beam_size=args.beam, entropy_weight=args.weight,
+                               epochs=args.epochs, lr=args.lr, seed=args.seed)
+
+    held_out = load_rotten_tomatoes("test").head(args.n_heldout)
+    texts, ids = held_out.text.tolist(), held_out.id.tolist()
+    base, tokenizer = load_default_model()
+    before = reduction_table(base, tokenizer, texts, ids, args.beam,
+                             out / f"reduction_before_n{args.n_heldout}_beam{args.beam}.csv")
+    tuned, tuned_tokenizer = load_entropy_model(settings)
+    folder = entropy_model_dir(settings)
+    after = reduction_table(tuned, tuned_tokenizer, texts, ids, args.beam,
+                            out / f"reduction_after_{folder.name}_n{args.n_heldout}.csv")
+    after_on_base = confidence_of(tuned, tuned_tokenizer, before.reduced_text.tolist(),
+                                  before.label.tolist())
+    rows = [summarize("base", base, tokenizer, before),
+            summarize("entropy fine-tuned", tuned, tuned_tokenizer, after)]
+    rows[1]["confidence on base reductions"] = float(after_on_base.mean())
+    rows[0]["confidence on base reductions"] = rows[0]["confidence reduced"]
+    table = pd.DataFrame(rows).set_index("model")
+    plot(before, after, after_on_base, out / "confidence_histograms.png")
+    shutil.copy(folder / "history.csv", out / "history.csv")
+    info = json.loads((folder / "info.json").read_text())
+    (out / "summary.json").write_text(json.dumps(
+        {"settings": info["settings"], "train_seconds": info["train_seconds"],
+         "n_heldout": args.n_heldout, "model_dir": str(folder),
+         "rows": table.reset_index().to_dict(orient="records")}, indent=2, default=float))
+    markdown = table.T.to_markdown(floatfmt=".3f")
+    (out / "summary.md").write_text(markdown + "\n")
+    print(f"model: {folder}\nsettings: {info['settings']}\n{markdown}")
+
+
+if __name__ == "__main__":
+    main()
