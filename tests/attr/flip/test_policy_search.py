@@ -35,7 +35,7 @@ class VocabPolicy(nn.Module):
 def with_policy(policy: nn.Module, samples: int = 1, model: nn.Module | None = None,
                 seed: int = 0) -> MinimalErasure:
     explainer = MinimalErasure(model or MarkerBag(), one_hot_words, search="policy",
-                               policy_samples=samples, seed=seed)
+                               policy_samples=samples, seed=seed, pad_token_id=0)
     explainer.policy = policy
     return explainer
 
