@@ -18,8 +18,8 @@ import pandas as pd
 import torch
 
 from captum_erasure.data import load_rotten_tomatoes
+from captum_erasure.models.default import evaluate_accuracy
 from captum_erasure.models.entropy_finetune import (
-    classifier_accuracy,
     entropy_fine_tune,
     load_finetuned,
     reduce_texts,
@@ -31,7 +31,7 @@ from captum_erasure.paper.li2016.rnn_models import load_sentiment_model, new_sen
 def measure(name, model, tokenizer, texts) -> dict:
     results = reduce_texts(model, tokenizer, texts, beam_size=3, show_progress=False)
     frames = {split: load_rotten_tomatoes(split) for split in ("test", "dev")}
-    return {"model": name, **{f"{split} accuracy": classifier_accuracy(
+    return {"model": name, **{f"{split} accuracy": evaluate_accuracy(
                 model, tokenizer, frame.text.tolist(), frame.label.tolist())
                 for split, frame in frames.items()},
             "confidence original": sum(r.original_confidence for r in results) / len(results),

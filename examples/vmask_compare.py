@@ -54,6 +54,7 @@ from captum_erasure.models.vmask import (  # noqa: E402
     unmasked,
     word_mask_of,
 )
+from captum_erasure.models.default import evaluate_accuracy  # noqa: E402
 from captum_erasure.models.vmask_minilm import load_minilm  # noqa: E402
 from captum_erasure.paper.li2016.glove import glove_tokenizer  # noqa: E402
 from captum_erasure.paper.li2016.rnn_models import (  # noqa: E402
@@ -108,19 +109,6 @@ def lstm_pair(out: Path, show_progress: bool, beta: float = 1.0,
 
 def beta_tag(beta: float) -> str:
     return "" if beta == 1.0 else f" (beta={beta})"
-
-
-def test_accuracy(model, tokenizer, texts, labels, batch_size: int = 128) -> float:
-    correct = 0
-    for start in range(0, len(texts), batch_size):
-        enc = tokenizer(texts[start:start + batch_size], padding=True, truncation=True,
-                        max_length=64, return_tensors="pt", return_token_type_ids=False)
-        with torch.inference_mode():
-            out = model(enc["input_ids"], enc["attention_mask"])
-        logits = out.logits if hasattr(out, "logits") else out
-        correct += int((logits.argmax(-1) == torch.tensor(labels[start:start + batch_size]))
-                       .sum())
-    return correct / len(texts)
 
 
 def vmask_word_scores(ctx: MethodContext) -> list[list[float]]:
@@ -251,8 +239,8 @@ def main() -> None:
         models.update(lstm_pair(out / "models", True, args.beta, not args.skip_base))
     accuracy, rows, words, hist = [], [], {}, {}
     for name, (model, tokenizer) in models.items():
-        accuracy.append({"model": name, "test_accuracy": test_accuracy(model, tokenizer, texts,
-                                                                       labels)})
+        accuracy.append({"model": name,
+                         "test_accuracy": evaluate_accuracy(model, tokenizer, texts, labels)})
         print(accuracy[-1], flush=True)
         found, _, _ = measure(name, model, tokenizer, texts[:args.examples],
                               labels[:args.examples], settings, args.seed, True,

@@ -28,7 +28,9 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from captum_erasure._core.engine import output_logits
 from captum_erasure._core.extras import install_hint
+from captum_erasure._core.forwards import model_caller
 from captum_erasure.data import cache_dir, load_rotten_tomatoes
 from captum_erasure.models._finetune import (
     INFO_FILENAME,
@@ -146,10 +148,13 @@ def predict_labels(
     batch_size: int = 64,
     max_length: int = DEFAULT_MAX_LENGTH,
 ) -> torch.Tensor:
-    """Arg-max class index per text (1-D long tensor on CPU); leaves the model in eval mode."""
+    """Arg-max class index per text (1-D long tensor on CPU); leaves the model in eval mode.
+    Any classifier taking ``(input_ids, attention_mask)``: HF models by keyword, others
+    positionally (a GloVe RNN), through the core's one model call."""
     texts = [str(text) for text in texts]
     device = _model_device(model)
     model.eval()
+    call = model_caller(model)
     predictions = []
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
@@ -160,7 +165,8 @@ def predict_labels(
                 max_length=max_length,
                 return_tensors="pt",
             ).to(device)
-            predictions.append(model(**encoded).logits.argmax(dim=-1).cpu())
+            logits = output_logits(call(encoded["input_ids"], encoded["attention_mask"]))
+            predictions.append(logits.argmax(dim=-1).cpu())
     return torch.cat(predictions) if predictions else torch.zeros(0, dtype=torch.long)
 
 

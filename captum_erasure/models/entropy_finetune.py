@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
 from captum_erasure._core.engine import output_logits
+from captum_erasure._core.forwards import model_caller
 from captum_erasure.attr.input_reduction import InputReduction, ReductionResult
 from captum_erasure.data import cache_dir, load_rotten_tomatoes
 from captum_erasure.models._finetune import (
@@ -97,8 +98,8 @@ def _logits(model: nn.Module, tokenizer: Any, texts: Sequence[str], max_length: 
             device: torch.device) -> Tensor:
     encoded = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length,
                         return_tensors="pt")
-    return output_logits(model(encoded["input_ids"].to(device),
-                               encoded["attention_mask"].to(device)))
+    return output_logits(model_caller(model)(encoded["input_ids"].to(device),
+                                             encoded["attention_mask"].to(device)))
 
 
 def check_two_outputs(model: nn.Module, tokenizer: Any, max_length: int = DEFAULT_MAX_LENGTH,
@@ -118,23 +119,6 @@ def check_two_outputs(model: nn.Module, tokenizer: Any, max_length: int = DEFAUL
             f"(rows, classes)); this model returns shape {tuple(logits.shape)}: the entropy of "
             "a one-way softmax is always 0, and input reduction needs a predicted class")
     return n_outputs
-
-
-def classifier_accuracy(model: nn.Module, tokenizer: Any, texts: Sequence[str],
-                        labels: Sequence[int], *, batch_size: int = 64,
-                        max_length: int = DEFAULT_MAX_LENGTH) -> float:
-    """Fraction of ``texts`` whose arg-max output equals the label, for any classifier called as
-    ``model(input_ids, attention_mask)`` (an HF model or a GloVe RNN); leaves it in eval mode."""
-    if len(texts) != len(labels) or not len(texts):
-        raise ValueError(f"need as many labels as texts, at least one: {len(texts)} texts, "
-                         f"{len(labels)} labels")
-    model.eval()
-    predicted = []
-    with torch.no_grad():
-        for start in range(0, len(texts), batch_size):
-            predicted.append(_logits(model, tokenizer, texts[start:start + batch_size],
-                                     max_length, _device(model)).argmax(-1).cpu())
-    return (torch.cat(predicted) == torch.as_tensor(list(labels))).float().mean().item()
 
 
 def _device(model: nn.Module) -> torch.device:

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from captum_erasure._core.engine import output_logits
+from captum_erasure._core.forwards import model_caller
 from captum_erasure._core.hooks import input_embeddings
 from captum_erasure._core.inputs import require_class_outputs
 from captum_erasure.models._finetune import linear_warmup_decay
@@ -251,6 +252,7 @@ def train_jointly(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, l
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, linear_warmup_decay(max(1, round(warmup_fraction * total)), total))
     device = next(model.parameters()).device
+    call = model_caller(model)  # HF models by keyword (GPT-2's second parameter is the cache)
     torch.manual_seed(seed)  # dropout and Gumbel noise
     shuffle = torch.Generator().manual_seed(seed)
     log = JointTraining()
@@ -267,7 +269,7 @@ def train_jointly(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, l
                 attention = attention_mask[rows]
                 width = max(1, int(attention.sum(1).max()))  # drop shared right padding
                 ids, attention = input_ids[rows, :width].to(device), attention[:, :width].to(device)
-                logits = output_logits(model(ids, attention))
+                logits = output_logits(call(ids, attention))
                 require_class_outputs(logits, "VMASK training")
                 cross_entropy = F.cross_entropy(logits, labels[rows].to(device))
                 kl = wrapped.mask.kl_to_prior(wrapped.mask.last_logits, attention) \

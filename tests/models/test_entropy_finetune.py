@@ -12,9 +12,9 @@ from safetensors.torch import load_file
 from torch import nn
 
 from captum_erasure._core.engine import output_logits
+from captum_erasure.models.default import evaluate_accuracy
 from captum_erasure.models.entropy_finetune import (
     WEIGHTS_FILENAME,
-    classifier_accuracy,
     entropy_fine_tune,
     load_finetuned,
     output_entropy,
@@ -62,14 +62,15 @@ def accuracy(model, tokenizer):
     return (predicted == torch.tensor(LABELS)).float().mean().item()
 
 
-def test_classifier_accuracy_by_hand():
+def test_evaluate_accuracy_of_a_plain_classifier_by_hand():
+    # the default model's accuracy routine serves any classifier, not only HF models
     tokenizer, model = build_tiny_tokenizer(), TrainableBag()
-    assert classifier_accuracy(model, tokenizer, TEXTS, LABELS, batch_size=3) == 1.0
+    assert evaluate_accuracy(model, tokenizer, TEXTS, LABELS, batch_size=3) == 1.0
     # "good" and "bad" cancel out in the last text: logits [2, 2], arg-max 0 = wrong label
-    assert classifier_accuracy(model, tokenizer, ["good", "bad", "good bad"], [1, 0, 1]) == \
+    assert evaluate_accuracy(model, tokenizer, ["good", "bad", "good bad"], [1, 0, 1]) == \
         pytest.approx(2 / 3)
-    with pytest.raises(ValueError, match="2 texts, 1 labels"):
-        classifier_accuracy(model, tokenizer, ["good", "bad"], [1])
+    with pytest.raises(ValueError, match="2 texts but 1 labels"):
+        evaluate_accuracy(model, tokenizer, ["good", "bad"], [1])
 
 
 def test_output_entropy_by_hand():

@@ -21,6 +21,7 @@ the paper's procedure instead: the policy's own masks, verified and pruned
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 from typing import Any, Callable, Iterable, Sequence
 
@@ -65,6 +66,7 @@ from captum_erasure.attr.flip.search import (
     batch_flips,
     greedy_fallback,
     record_masks,
+    start_searches,
 )
 
 SEARCHES = ("guided", "policy")
@@ -324,22 +326,13 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
         if self.search == "policy":
             return policy_search(batch, logits, self.policy_samples,
                                  torch.Generator().manual_seed(self.seed))
-        texts: list[TextSearch | None] = [None] * n
-        messages = [""] * n
-        for b in range(n):
-            label, target = int(batch.original[b].argmax()), batch.targets[b]
-            if target is not None and label == target:
-                messages[b] = f"the text is already predicted as the target class {target}"
-                continue
-            n_words = int(batch.valid[b].sum())
-            texts[b] = TextSearch(batch.original[b], label, target,
-                                  torch.argsort(-logits[b, :n_words], stable=True).tolist(),
-                                  ridge=self.ridge, noise=self.noise,
-                                  candidates=self.candidates)
+        texts, messages = start_searches(batch, logits, functools.partial(
+            TextSearch, ridge=self.ridge, noise=self.noise, candidates=self.candidates))
+        live = [b for b in range(n) if texts[b] is not None]
+        for b in live:
             for mask, row in evaluator.evaluated(b).items():  # the refinement's samples
                 if mask:
                     texts[b].record(mask, row)
-        live = [b for b in range(n) if texts[b] is not None]
         # Round 0: the policy's top words, one at a time (leave-one-out for short texts).
         requests = []
         for b in live:

@@ -13,6 +13,8 @@ evaluator (``rows_per_example``, engine stats).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -22,6 +24,7 @@ from captum_erasure.attr.flip.search import (
     TextSearch,
     greedy_fallback,
     record_masks,
+    start_searches,
 )
 
 DRAWS_PER_SAMPLE = 4  # Bernoulli draws made per wanted mask, to find distinct ones
@@ -66,18 +69,9 @@ def policy_search(batch: SearchBatch, logits: Tensor, samples: int,
     probabilities, and a message (as ``MinimalErasure._search``)."""
     evaluator, n = batch.evaluator, len(batch.original)
     probs = torch.sigmoid(logits)
-    texts: list[PolicyTextSearch | None] = [None] * n
-    messages = [""] * n
-    for b in range(n):
-        label, target = int(batch.original[b].argmax()), batch.targets[b]
-        if target is not None and label == target:
-            messages[b] = f"the text is already predicted as the target class {target}"
-            continue
-        n_words = int(batch.valid[b].sum())
-        order = torch.argsort(-logits[b, :n_words], stable=True).tolist()
-        # the additive model's settings are unused: no proposals, only the bookkeeping
-        texts[b] = PolicyTextSearch(batch.original[b], label, target, order, ridge=1.0,
-                                    noise=1.0, candidates=1)
+    # the additive model's settings are unused: no proposals, only the bookkeeping
+    texts, messages = start_searches(batch, logits, functools.partial(
+        PolicyTextSearch, ridge=1.0, noise=1.0, candidates=1))
     live = [b for b in range(n) if texts[b] is not None]
     proposed = policy_masks(probs, batch.valid, samples, generator)
     record_masks(evaluator, texts, [(b, mask) for b in live for mask in proposed[b]],

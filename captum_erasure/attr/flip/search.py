@@ -172,6 +172,22 @@ def batch_flips(batch: SearchBatch, examples: Sequence[int], out: Tensor) -> Ten
         if len(examples) else torch.zeros(0, dtype=torch.bool)
 
 
+def start_searches(batch: SearchBatch, logits: Tensor, new_search) -> tuple[list, list[str]]:
+    """One search per text, ``new_search(original, label, target, policy_order)``, except for
+    texts already predicted as their target (a message instead)."""
+    texts: list = [None] * len(batch.original)
+    messages = [""] * len(batch.original)
+    for b in range(len(batch.original)):
+        label, target = int(batch.original[b].argmax()), batch.targets[b]
+        if target is not None and label == target:
+            messages[b] = f"the text is already predicted as the target class {target}"
+            continue
+        n_words = int(batch.valid[b].sum())
+        texts[b] = new_search(batch.original[b], label, target,
+                              torch.argsort(-logits[b, :n_words], stable=True).tolist())
+    return texts, messages
+
+
 def record_masks(evaluator: SetEvaluator, texts: list, requests: list, desc: str) -> None:
     """Evaluates ``(example, mask)`` requests in one batched pass; each text's search model
     learns from its rows."""

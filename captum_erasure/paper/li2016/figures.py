@@ -10,7 +10,7 @@ given; colours follow :mod:`captum_erasure.explain.plots` (red: erasing hurts th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -196,14 +196,21 @@ def plot_importance_histogram(values: Mapping[str, Sequence[float]],
     for name, array in arrays.items():
         counts, _ = np.histogram(array, edges)
         ax.stairs(counts, edges, label=f"{name} ({len(array)} words)", linewidth=1.3)
+    finish_importance_histogram(ax, high, xlabel, "number of words (log scale)", title)
+    save_figure(figure, path)
+    return figure
+
+
+def finish_importance_histogram(ax: Any, high: float, xlabel: str, ylabel: str,
+                                title: str | None) -> None:
+    """Figure 4's axes: counts on a log scale; importance linear up to 1 and logarithmic
+    beyond once the largest value passes 10."""
     if high > 10.0:
         ax.set_xscale("symlog", linthresh=1.0)
     ax.set_yscale("log")
     ax.set_xlabel(xlabel, fontsize=8)
-    ax.set_ylabel("number of words (log scale)", fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
     ax.tick_params(labelsize=7)
     ax.legend(fontsize=7)
     if title:
         ax.set_title(title, fontsize=9, parse_math=False)
-    save_figure(figure, path)
-    return figure

@@ -23,7 +23,12 @@ from captum_erasure.metrics.bootstrap import (
     paired_bootstrap,
     resampled_means,
 )
-from captum_erasure.paper.li2016.figures import importance_bins, new_figure, save_figure
+from captum_erasure.paper.li2016.figures import (
+    finish_importance_histogram,
+    importance_bins,
+    new_figure,
+    save_figure,
+)
 
 Occurrences = Mapping[str, Mapping[int, pd.DataFrame]]  # model -> seed -> occurrence scores
 
@@ -150,14 +155,7 @@ def plot_histogram_over_seeds(occurrences: Occurrences, path: str | Path | None 
                          label=f"{name} (mean of {len(rows)} seeds; band: range)")
         ax.stairs(rows.max(0), edges, baseline=rows.min(0), fill=True, alpha=0.25,
                   color=line.get_edgecolor())
-    if edges[-1] > 10.0:
-        ax.set_xscale("symlog", linthresh=1.0)
-    ax.set_yscale("log")
-    ax.set_xlabel("mean word importance (Eq. 1) of a word type", fontsize=8)
-    ax.set_ylabel("number of word types (log scale)", fontsize=8)
-    ax.tick_params(labelsize=7)
-    ax.legend(fontsize=7)
-    if title:
-        ax.set_title(title, fontsize=9, parse_math=False)
+    finish_importance_histogram(ax, edges[-1], "mean word importance (Eq. 1) of a word type",
+                                "number of word types (log scale)", title)
     save_figure(figure, path)
     return figure
