@@ -8,9 +8,11 @@ probability (the largest over its word pieces): 1 = the model needs it, 0 = it c
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import torch
 from lit_nlp.api import types as lit_types
 
 from captum_erasure import DiffMask
@@ -36,8 +38,9 @@ def fitted_diffmask(model: Any, tokenizer: Any, texts: Sequence[str], *, layer: 
     method = DiffMask(model, layer=layer, mode="input", mask_token_id=tokenizer.mask_token_id)
     path = None
     if cache_dir is not None:
-        tag = str(getattr(model.config, "_name_or_path", "") or "model").replace("/", "_")
-        path = Path(cache_dir) / f"{tag}_layer{layer}_input_{steps}steps_seed{seed}.pt"
+        tag = Path(str(getattr(model.config, "_name_or_path", "") or "model")).name
+        key = probe_key(model, texts, steps=steps, seed=seed)
+        path = Path(cache_dir) / f"{tag}_layer{layer}_input_{steps}steps_seed{seed}_{key}.pt"
         if path.is_file():
             return method.load(path)
     method.fit(texts=list(texts), tokenizer=tokenizer, batch_size=16, max_steps=steps,
@@ -46,6 +49,19 @@ def fitted_diffmask(model: Any, tokenizer: Any, texts: Sequence[str], *, layer: 
         path.parent.mkdir(parents=True, exist_ok=True)
         method.save(path)
     return method
+
+
+def probe_key(model: Any, texts: Sequence[str], **settings: Any) -> str:
+    """A digest of the model's config and weights, the fit texts and settings: a probe cached
+    for a model once saved in the same folder (or for other texts) is never reused."""
+    digest = hashlib.sha256()
+    digest.update(model.config.to_json_string(use_diff=False).encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    digest.update("\n".join(texts).encode())
+    digest.update(repr(sorted(settings.items())).encode())
+    return digest.hexdigest()[:16]
 
 
 class DiffMaskInterpreter(WordSalienceInterpreter):

@@ -24,6 +24,7 @@ from lit_nlp.api import types as lit_types
 from torch import nn
 
 from captum_erasure._core.forwards import pad_token_id_of
+from captum_erasure._core.hooks import this_thread_only
 from captum_erasure._core.inputs import check_positive_int, require_class_outputs
 from captum_erasure._core.text import eval_mode
 
@@ -282,7 +283,8 @@ class HFSequenceClassifier(lit_model.BatchedModel):
             # The ids go in too (their embeddings replaced by ``embeds``): a decoder classifier
             # such as GPT-2 finds each row's last real token by its pad id, which
             # ``inputs_embeds`` alone would hide from it.
-            handle = embedding.register_forward_hook(lambda _module, _args, _out: embeds)
+            handle = embedding.register_forward_hook(
+                this_thread_only(lambda _module, _args, _out: embeds))
             try:
                 out = self.model(input_ids=input_ids, attention_mask=attention,
                                  output_hidden_states=True)

@@ -10,10 +10,27 @@ LayerFeatureAblation cannot handle.
 from __future__ import annotations
 
 import contextlib
+import functools
+import threading
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
+
+
+def this_thread_only(hook: Callable) -> Callable:
+    """``hook`` acting only on forwards run by the thread that made it. A model is often shared
+    between threads (LIT serves requests on threads while DiffMask fits in the background);
+    module hooks are global to the module, so without this one thread's erasure would reach
+    another thread's forward. Returning None leaves the other thread's values unchanged."""
+    owner = threading.get_ident()
+
+    @functools.wraps(hook)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        if threading.get_ident() != owner:
+            return None
+        return hook(*args, **kwargs)
+    return guarded
 
 
 def batch_dim(module: nn.Module) -> int:
@@ -96,24 +113,11 @@ def zeroing(modules: Sequence[nn.Module], masks: Sequence[Tensor | None],
     try:
         for module, mask in zip(modules, masks):
             if mask is not None:
-                handles.append(module.register_forward_hook(make_hook(mask)))
+                handles.append(module.register_forward_hook(this_thread_only(make_hook(mask))))
         yield
     finally:
         for handle in handles:
             handle.remove()
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def input_embeddings(forward_func: Callable) -> nn.Module | None:

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from captum_erasure._core.engine import output_logits
-from captum_erasure._core.hooks import input_embeddings
+from captum_erasure._core.hooks import input_embeddings, this_thread_only
 from captum_erasure._core.inputs import ForwardArgs
 from captum_erasure._core.text import NOT_A_FEATURE
 
@@ -139,7 +139,7 @@ class PositionLogits:
             gathered = True
             return (hidden[rows, positions][:, None], *args[1:])
 
-        handle = self.head.register_forward_pre_hook(gather) if self.head is not None else None
+        handle = self.head.register_forward_pre_hook(this_thread_only(gather)) if self.head is not None else None
         try:
             logits = output_logits(self.mlm(input_ids=input_ids, attention_mask=attention_mask))
         finally:

@@ -17,7 +17,12 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-from captum_erasure._core.hooks import encoder_layers, first_tensor, replace_first
+from captum_erasure._core.hooks import (
+    encoder_layers,
+    first_tensor,
+    replace_first,
+    this_thread_only,
+)
 
 TEMPERATURE = 0.2
 STRETCH = (-0.2, 1.0)
@@ -77,10 +82,19 @@ class GateProbe(nn.Module):
 
     def logits(self, gate_inputs: Sequence[Tensor]) -> Tensor:
         """``(batch, positions, n_gates)`` gate logits."""
+        fitted = [gate.hidden.in_features for gate in self.gates]
+        given = [int(x.shape[-1]) for x in gate_inputs]
+        if fitted != given:
+            raise ValueError(f"this DiffMask probe was fitted on gate inputs of widths {fitted} "
+                             f"but the model gives {given}: it belongs to another model")
         return torch.stack([gate(x.float()) for gate, x in zip(self.gates, gate_inputs)], -1)
 
     def apply(self, vectors: Tensor, keep: Tensor) -> Tensor:
         """``vectors * z + baseline * (1 - z)`` with the (batch, positions) keep values ``z``."""
+        if vectors.shape[-1] != self.baseline.shape[-1]:
+            raise ValueError(f"this DiffMask probe's baseline has {self.baseline.shape[-1]} "
+                             f"dimensions but the masked layer gives {vectors.shape[-1]}: it "
+                             f"belongs to another model")
         keep = keep.to(vectors.dtype).unsqueeze(-1)
         return vectors * keep + self.baseline.to(vectors.dtype) * (1 - keep)
 
@@ -109,7 +123,7 @@ def capturing(modules: Sequence[nn.Module], store: list) -> Iterator[None]:
 
     try:
         for i, module in enumerate(modules):
-            handles.append(module.register_forward_hook(make(i)))
+            handles.append(module.register_forward_hook(this_thread_only(make(i))))
         yield
     finally:
         for handle in handles:
@@ -122,7 +136,7 @@ def replacing(module: nn.Module, transform: Callable[[Tensor], Tensor]) -> Itera
     def hook(mod, inputs, output):
         return replace_first(output, transform(first_tensor(output)))
 
-    handle = module.register_forward_hook(hook)
+    handle = module.register_forward_hook(this_thread_only(hook))
     try:
         yield
     finally:

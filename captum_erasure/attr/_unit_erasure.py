@@ -20,7 +20,7 @@ from captum_erasure._core.engine import (
     score_erasures,
 )
 from captum_erasure._core.forwards import model_caller
-from captum_erasure._core.hooks import first_tensor, zeroing
+from captum_erasure._core.hooks import first_tensor, this_thread_only, zeroing
 from captum_erasure._core.inputs import (
     NO_TARGET,
     as_extra_args,
@@ -234,7 +234,8 @@ class UnitErasureBase(UsesEngine, PerturbationAttribution):
 
         def forward_with_erased_units(masks: list[Tensor | None], *args: Any) -> Any:
             seen = [False] * len(modules)
-            handles = [m.register_forward_hook(self._watch(i, names[i], widths, seen))
+            handles = [m.register_forward_hook(this_thread_only(
+                self._watch(i, names[i], widths, seen)))
                        for i, m in enumerate(modules)]
             try:
                 with zeroing(modules, masks, over="units"):

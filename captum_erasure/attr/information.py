@@ -31,7 +31,12 @@ from tqdm.auto import tqdm
 
 from captum_erasure._core.engine import EngineStats
 from captum_erasure._core.forwards import model_caller
-from captum_erasure._core.hooks import encoder_layers, first_tensor, input_embeddings
+from captum_erasure._core.hooks import (
+    encoder_layers,
+    first_tensor,
+    input_embeddings,
+    this_thread_only,
+)
 from captum_erasure._core.inputs import as_extra_args, attribute_inputs
 from captum_erasure._core.options import EngineOptions, UsesEngine, attribute_call
 from captum_erasure._core.text import eval_mode
@@ -328,9 +333,9 @@ class WordInformation(UsesEngine, PerturbationAttribution):
         autocast = self.options.autocast
         with ExitStack() as stack:
             if noise is not None:
-                stack.callback(self.embedding.register_forward_hook(add_noise).remove)
-            hook = (self.layer_module.register_forward_pre_hook(grab_input) if
-                    self.reads_input else self.layer_module.register_forward_hook(grab_output))
+                stack.callback(self.embedding.register_forward_hook(this_thread_only(add_noise)).remove)
+            hook = (self.layer_module.register_forward_pre_hook(this_thread_only(grab_input)) if
+                    self.reads_input else self.layer_module.register_forward_hook(this_thread_only(grab_output)))
             stack.callback(hook.remove)
             if autocast and ids.device.type == "cuda":
                 stack.enter_context(torch.autocast("cuda", dtype=autocast if isinstance(

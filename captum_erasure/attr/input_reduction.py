@@ -37,7 +37,7 @@ from captum_erasure._core.engine import (
     output_logits,
 )
 from captum_erasure._core.forwards import model_caller, pad_token_id_of
-from captum_erasure._core.hooks import input_embeddings
+from captum_erasure._core.hooks import input_embeddings, this_thread_only
 from captum_erasure._core.inputs import (
     attribute_inputs,
     baseline_token_from,
@@ -244,7 +244,7 @@ class InputReduction(UsesEngine, PerturbationAttribution):
                 captured.append(output)
                 return output
 
-            handle = embedding.register_forward_hook(keep_output)
+            handle = embedding.register_forward_hook(this_thread_only(keep_output))
             try:
                 with torch.enable_grad():
                     out = model_caller(self.forward_func)(ids.to(device), attention.to(device))

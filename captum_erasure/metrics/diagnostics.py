@@ -46,6 +46,7 @@ from transformers import PreTrainedModel
 
 from captum_erasure._core.engine import EngineStats
 from captum_erasure._core.forwards import model_caller
+from captum_erasure._core.hooks import this_thread_only
 from captum_erasure.metrics.faithfulness import removal_curves
 
 MASKING_FRACTIONS = tuple(i / 10 for i in range(11))
@@ -194,7 +195,7 @@ def model_activations(model: nn.Module, input_ids: Tensor, attention_mask: Tenso
         if modules is None:
             modules = [m for m in model.children()
                        if not isinstance(m, (nn.Embedding, nn.Dropout))]
-        handles = [m.register_forward_hook(keep) for m in modules]
+        handles = [m.register_forward_hook(this_thread_only(keep)) for m in modules]
         try:
             model_caller(model)(input_ids, attention_mask)
         finally:

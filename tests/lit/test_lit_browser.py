@@ -120,8 +120,15 @@ def server_url(saved_models):
         log.close()
 
 
+def assert_no_errors(page) -> None:
+    """No page or console errors; on failure, with the tail of the launcher's log (the server
+    side traceback of a failed API call is only there)."""
+    assert not page.errors, "\n".join([*page.errors, "launcher log (tail):",
+                                        page.server_log.read_text()[-4000:]])
+
+
 @pytest.fixture(scope="module")
-def page(server_url):
+def page(server_url, saved_models):
     """A chromium page that records every uncaught page error, every console message of type
     error (failed loads and HTTP errors of LIT's API calls included) and every request that
     leaves the launcher's server, except LIT's Google Fonts stylesheets (see FONT_STYLESHEETS)."""
@@ -150,6 +157,7 @@ def page(server_url):
             f"console error: {message.text} ({message.location.get('url')})")
             if message.type == "error" else None)
         page.errors = errors
+        page.server_log = saved_models[0] / "server.log"
         try:
             yield page
         finally:
@@ -166,7 +174,7 @@ def test_the_launcher_binds_loopback_and_serves_the_page(server_url):
 
 def test_the_printed_url_renders_the_data_table_and_both_tabs(page, server_url):
     page.goto(server_url, wait_until="networkidle")
-    assert not page.errors, page.errors  # LIT 1.3.1 without a default layout: "Cannot read
+    assert_no_errors(page)  # LIT 1.3.1 without a default layout: "Cannot read
     # properties of undefined (reading 'upper')" and a blank page
     table = page.locator("lit-data-table")
     table.first.wait_for()
@@ -175,11 +183,11 @@ def test_the_printed_url_renders_the_data_table_and_both_tabs(page, server_url):
     for tab in ["Explanations", "Counterfactuals"]:  # lower tabs, visible
         page.get_by_text(tab, exact=True).first.wait_for()
     page.screenshot(path=str(artifacts_dir() / "landing.png"), full_page=True)
-    assert not page.errors, page.errors
+    assert_no_errors(page)
 
 
 def test_salience_maps_show_our_rows_with_token_chips(page):
-    assert not page.errors, page.errors  # fail fast (not by timeouts) after a broken page
+    assert_no_errors(page)  # fail fast (not by timeouts) after a broken page
     page.get_by_text(SELECTED, exact=True).first.click()
     page.get_by_text("Explanations", exact=True).first.click()
     module = page.locator("salience-map-module")
@@ -198,12 +206,12 @@ def test_salience_maps_show_our_rows_with_token_chips(page):
     assert marginalization_row.locator(".salient-token").all_inner_texts() == SELECTED.split()
     marginalization_row.scroll_into_view_if_needed()
     page.screenshot(path=str(artifacts_dir() / "explanations.png"), full_page=True)
-    assert not page.errors, page.errors
+    assert_no_errors(page)
 
 
 def test_counterfactuals_tab_offers_and_runs_our_generators(page, saved_models):
     _, classifier, tokenizer = saved_models
-    assert not page.errors, page.errors
+    assert_no_errors(page)
     page.get_by_text("Counterfactuals", exact=True).first.click()
     module = page.locator("generator-module")
     module.wait_for()
@@ -217,4 +225,4 @@ def test_counterfactuals_tab_offers_and_runs_our_generators(page, saved_models):
     module.get_by_text("generated 1 counterfactual").wait_for()
     assert module.get_by_text(expected["text"], exact=True).count() >= 1
     page.screenshot(path=str(artifacts_dir() / "counterfactuals.png"), full_page=True)
-    assert not page.errors, page.errors
+    assert_no_errors(page)
