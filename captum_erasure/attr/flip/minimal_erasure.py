@@ -105,9 +105,7 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
             the top 1 ... ``policy_prefixes`` most probable words (same pass); sets of at
             least ``policy_chunks`` words are pruned in halves first (0: word by word);
             ``policy_budget``: while a text's rows leave room within it, its next smallest
-            flipping mask is pruned too, the smallest set kept (0: only the smallest mask);
-            ``policy_fitted_order``: prune in the order of an additive model of the margins of
-            the policy's own masks (reusing their rows) instead of the policy's probabilities.
+            flipping mask is pruned too, the smallest set kept (0: only the smallest mask).
         mode: how a word is erased: ``"delete"`` (default), ``"replace"`` or ``"attention"``.
         seed: seeds the policy's initial weights and every sampling call (reproducible).
     """
@@ -120,8 +118,7 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
                  learning_rate: float = 1e-3,
                  prior: float = 0.1, prior_weight: float = 0.05,
                  search: str = "guided", policy_samples: int = 8, policy_prefixes: int = 0,
-                 policy_chunks: int = 0, policy_budget: int = 0,
-                 policy_fitted_order: bool = False, mode: str = "delete",
+                 policy_chunks: int = 0, policy_budget: int = 0, mode: str = "delete",
                  baseline_token: int | None = None,
                  pad_token_id: int | None = None, seed: int = 0,
                  options: EngineOptions | None = None, **engine_options: Any) -> None:
@@ -148,7 +145,7 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
             raise ValueError(f"unknown search {search!r}; choose one of {SEARCHES}")
         self.search, self.policy_samples = search, policy_samples
         self.policy_prefixes, self.policy_chunks = policy_prefixes, policy_chunks
-        self.policy_budget, self.policy_fitted_order = policy_budget, policy_fitted_order
+        self.policy_budget = policy_budget
         if ridge <= 0 or noise <= 0:
             raise ValueError("ridge and noise must be > 0")
         if gamma < 0:
@@ -342,7 +339,7 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
             return policy_search(batch, logits, self.policy_samples,
                                  torch.Generator().manual_seed(self.seed),
                                  self.policy_prefixes, self.policy_chunks,
-                                 self.policy_budget, self.policy_fitted_order)
+                                 self.policy_budget)
         texts, messages = start_searches(batch, logits, functools.partial(
             TextSearch, ridge=self.ridge, noise=self.noise, candidates=self.candidates))
         live = [b for b in range(n) if texts[b] is not None]

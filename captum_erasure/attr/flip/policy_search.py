@@ -140,15 +140,11 @@ def ranking_fallback(evaluator: SetEvaluator, texts: list, live: list[int]) -> N
 
 
 def prune_candidates(evaluator: SetEvaluator, texts: list, examples: list[int],
-                     candidates: list[tuple], logits: Tensor, chunks: int,
-                     fitted_order: bool = False) -> dict:
+                     candidates: list[tuple], logits: Tensor, chunks: int) -> dict:
     """Prunes each example's flipping candidate to 1-minimal (in chunks first for sets of
-    at least ``chunks`` words), restoring the words the policy was least sure of first (with
-    ``fitted_order``: the words with the least effect in the additive model fitted to the
-    margins of the policy's own masks first, ties by the policy). Returns ``{example: (set,
-    probabilities)}``."""
-    order = [texts[b].restore_order(c) if fitted_order else
-             sorted(c, key=lambda f: (float(logits[b, f]), f))
+    at least ``chunks`` words), restoring the words the policy was least sure of first.
+    Returns ``{example: (set, probabilities)}``."""
+    order = [sorted(c, key=lambda f: (float(logits[b, f]), f))
              for b, c in zip(examples, candidates)]
     sets = [list(c) for c in candidates]
     probs = [evaluator.evaluate([(b, c)])[0] for b, c in zip(examples, candidates)]  # memory
@@ -162,7 +158,7 @@ def prune_candidates(evaluator: SetEvaluator, texts: list, examples: list[int],
 
 def policy_search(batch: SearchBatch, logits: Tensor, samples: int,
                   generator: torch.Generator, prefixes: int = 0, chunks: int = 0,
-                  budget: int = 0, fitted_order: bool = False) -> tuple[list, list, list]:
+                  budget: int = 0) -> tuple[list, list, list]:
     """Propose, verify, prune (``chunks``: sets of at least that many words are first pruned
     in chunks; 0: word by word only). A text whose rows so far leave room within ``budget``
     (0: none) prunes its next smallest flipping mask too (not a superset of the set found),
@@ -170,10 +166,9 @@ def policy_search(batch: SearchBatch, logits: Tensor, samples: int,
     probabilities, and a message (as ``MinimalErasure._search``)."""
     evaluator, n = batch.evaluator, len(batch.original)
     probs = torch.sigmoid(logits)
-    # no proposals from the additive model (noise, candidates unused); with fitted_order
-    # its effects, fitted to the policy's masks only, order the pruning
+    # the additive model's settings are unused: no proposals, only the bookkeeping
     texts, messages = start_searches(batch, logits, functools.partial(
-        PolicyTextSearch, ridge=0.3, noise=1.0, candidates=1))
+        PolicyTextSearch, ridge=1.0, noise=1.0, candidates=1))
     live = [b for b in range(n) if texts[b] is not None]
     proposed = policy_masks(probs, batch.valid, samples, generator, prefixes)
     record_masks(evaluator, texts, [(b, mask) for b in live for mask in proposed[b]],
@@ -181,7 +176,7 @@ def policy_search(batch: SearchBatch, logits: Tensor, samples: int,
     ranking_fallback(evaluator, texts, live)
     done = [b for b in live if texts[b].best is not None]
     found = prune_candidates(evaluator, texts, done, [texts[b].best for b in done], logits,
-                             chunks, fitted_order)
+                             chunks)
     tried = {b: {texts[b].best} for b in done}
     while budget:  # rows left within the budget: prune the next smallest flipping mask too
         extra = {}
@@ -197,7 +192,7 @@ def policy_search(batch: SearchBatch, logits: Tensor, samples: int,
         if not extra:
             break
         again = prune_candidates(evaluator, texts, list(extra), list(extra.values()), logits,
-                                 chunks, fitted_order)
+                                 chunks)
         for b, (erased, row) in again.items():
             if len(erased) < len(found[b][0]):
                 found[b] = (erased, row)
