@@ -50,9 +50,74 @@ def run(explainer: MinimalErasure, tokenizer, texts: list[str], units: str) -> p
                          "seconds": seconds / len(results)})
 
 
+def summary_row(snippets: str, setting: str, part: pd.DataFrame, guided: pd.DataFrame,
+                run_name: str) -> dict:
+    both = part.flipped & guided.flipped
+    return dict(snippets=snippets, setting=setting, flip_rate=part.flipped.mean(),
+                mean_size=part["size"][part.flipped].mean(),
+                size_vs_guided=part["size"][both].mean() / guided["size"][both].mean(),
+                predictions=part.rows.mean(), median_predictions=part.rows.median(),
+                within_25=(part.rows <= POLICY_TARGET).mean(),
+                seconds_per_text=part.seconds.iloc[0], run=run_name)
+
+
+def collect(runs: Path, out: Path) -> None:
+    """docs/flips/policy_budget.csv from the runs of docs/policy_search.md's "Meeting the
+    budget": the dev tuning folders (``tune-dev-first*``) and the test runs
+    (``minilm-snippets200``; ``minilm-snippets200-before``: the policy search K = 8 run with
+    the code before the change), one row per snippet set and setting (first occurrence)."""
+    rows, seen = [], set()
+    for folder in sorted(runs.glob("tune-dev-first*")):
+        guided = pd.read_csv(folder / "guided.csv") if (folder / "guided.csv").exists() \
+            else None
+        if not list(folder.glob("texts_*.csv")):  # a run before per-text files: tune.csv
+            for row in pd.read_csv(folder / "tune.csv").to_dict("records"):
+                name = row["setting"].replace(" B=0", "")
+                if name not in seen:
+                    seen.add(name)
+                    rows.append(dict(snippets="dev first 100 (tuning)", setting=name,
+                                     flip_rate=row["flip_rate"], mean_size=row["mean_size"],
+                                     size_vs_guided=row["size_vs_guided"],
+                                     predictions=row["predictions"],
+                                     median_predictions=row["median_predictions"],
+                                     within_25=row["within_target"],
+                                     seconds_per_text=row["seconds"], run=folder.name))
+        for path in sorted(folder.glob("texts_*.csv")):
+            part = pd.read_csv(path)
+            values = [int(v) for v in path.stem.split("_")[1].split("-")]
+            name = "policy K={} P={} C={}".format(*values[:3]) + \
+                (f" B={values[3]}" if values[3] else "") + \
+                (" fitted order (removed)" if values[4:] == [1] else "")
+            if guided is None:
+                guided = part.assign(flipped=part.guided_size.notna(), size=part.guided_size,
+                                     rows=part.guided_rows)
+            if name not in seen:
+                seen.add(name)
+                rows.append(summary_row("dev first 100 (tuning)", name, part, guided,
+                                        folder.name))
+        if "guided" not in seen and guided is not None:
+            seen.add("guided")
+            rows.insert(0, summary_row("dev first 100 (tuning)", "guided", guided, guided,
+                                       folder.name))
+    test = runs / "minilm-snippets200"
+    guided = pd.read_csv(test / "minimal_erasure_whitespace.csv")
+    before = sorted((runs / "minilm-snippets200-before").glob("policy*_whitespace.csv"))
+    for path in sorted(test.glob("*_whitespace.csv")) + before:
+        part = pd.read_csv(path).rename(columns={"seconds_per_snippet": "seconds"})
+        name = part.method.iloc[0].replace(" (whitespace)", "").replace("MinimalErasure",
+                                                                        "guided") + \
+            (", code before this change" if path in before else "")
+        rows.append(summary_row("test first 200 (held out)", name, part,
+                                guided.rename(columns={"seconds_per_snippet": "seconds"}),
+                                test.name))
+    table = pd.DataFrame(rows).round(4)
+    table.to_csv(out, index=False)
+    print(markdown_table(table))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--policy", required=True)
+    parser.add_argument("--policy", help="policy.pt (required unless --collect)")
     parser.add_argument("--out", default="outputs/policy/tune-dev")
     parser.add_argument("--n", type=int, default=100, help="dev snippets")
     parser.add_argument("--offset", type=int, default=0, help="skip this many dev snippets")
@@ -61,7 +126,12 @@ def main() -> None:
                              "first, as the held-out test snippets are) instead of shuffled")
     parser.add_argument("--units", default="whitespace")
     parser.add_argument("--grid", nargs="+", default=["8:0:0"], help="K:P:C[:B] settings")
+    parser.add_argument("--collect", default=None,
+                        help="a folder of runs: write the summary CSV to --out and stop")
     args = parser.parse_args()
+    if args.collect:
+        collect(Path(args.collect), Path(args.out))
+        return
     torch.set_num_threads(1)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     out = Path(args.out)
