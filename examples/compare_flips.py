@@ -168,14 +168,20 @@ def result_files(out: Path) -> list[Path]:
             for path in sorted(out.glob(f"{stem}*_{units}.csv"))]
 
 
-def method_name(search: str, units: str, samples: int = 0) -> str:
+def method_name(search: str, units: str, samples: int = 0, prefixes: int = 0,
+                chunks: int = 0, budget: int = 0) -> str:
+    extra = (f" P={prefixes}" if prefixes else "") + (f" C={chunks}" if chunks else "") + \
+        (f" B={budget}" if budget else "")
     return f"MinimalErasure ({units})" if search == "guided" else \
-        f"policy search K={samples} ({units})"
+        f"policy search K={samples}{extra} ({units})"
 
 
-def method_file(search: str, units: str, samples: int = 0) -> str:
+def method_file(search: str, units: str, samples: int = 0, prefixes: int = 0,
+                chunks: int = 0, budget: int = 0) -> str:
+    extra = (f"-p{prefixes}" if prefixes else "") + (f"-c{chunks}" if chunks else "") + \
+        (f"-b{budget}" if budget else "")
     return f"minimal_erasure_{units}.csv" if search == "guided" else \
-        f"policy{samples}_{units}.csv"
+        f"policy{samples}{extra}_{units}.csv"
 
 
 class BiLSTMStates:
@@ -331,9 +337,10 @@ def run_minimal_erasure(explainer, tokenizer, texts: list[str], ids: list[int], 
         results += explainer.explain(texts[i:i + 50], tokenizer=tokenizer, units=units)
         calls += explainer.last_stats.forward_passes
     seconds = time.perf_counter() - start
-    method = method_name(explainer.search, units, explainer.policy_samples)
-    flip_rows(results, seconds, method, ids).to_csv(
-        out / method_file(explainer.search, units, explainer.policy_samples), index=False)
+    settings = (explainer.search, units, explainer.policy_samples, explainer.policy_prefixes,
+                explainer.policy_chunks, explainer.policy_budget)
+    method = method_name(*settings)
+    flip_rows(results, seconds, method, ids).to_csv(out / method_file(*settings), index=False)
     stats[method] = dict(forward_calls=calls)
     print(f"{method}: {seconds:.0f} s, {calls} forward calls", flush=True)
 
@@ -367,10 +374,13 @@ def collect(runs: Path, out: Path) -> None:
     print(markdown_table(table))
 
 
-def searcher(fitted: MinimalErasure, search: str, samples: int) -> MinimalErasure:
+def searcher(fitted: MinimalErasure, search: str, samples: int, prefixes: int = 0,
+             chunks: int = 0, budget: int = 0) -> MinimalErasure:
     """A MinimalErasure with ``search`` that shares ``fitted``'s policy."""
     explainer = MinimalErasure(fitted.forward_func, fitted.representation, seed=fitted.seed,
-                               search=search, policy_samples=samples)
+                               search=search, policy_samples=samples,
+                               policy_prefixes=prefixes, policy_chunks=chunks,
+                               policy_budget=budget)
     explainer.policy, explainer.baseline = fitted.policy, fitted.baseline
     return explainer
 
@@ -445,6 +455,10 @@ def main() -> None:
     parser.add_argument("--policy-samples", type=int, nargs="+", default=[8],
                         help="K of the policy search (several: one run each; the curve "
                              "uses the first)")
+    parser.add_argument("--policy-settings", nargs="+", default=None,
+                        help="K:P:C[:B] settings of the policy search (policy_samples, "
+                             "policy_prefixes, policy_chunks, policy_budget; replaces "
+                             "--policy-samples)")
     parser.add_argument("--skip-greedy", action="store_true")
     parser.add_argument("--policy", default=None, help="policy.pt to load (default: --out's)")
     parser.add_argument("--fit-curve-every", type=int, default=0,
@@ -514,10 +528,13 @@ def main() -> None:
         if not args.skip_greedy and not (args.reuse_greedy and
                                          (out / f"greedy_{units}.csv").exists()):
             run_greedy(model, tokenizer, texts, ids, out, stats, units)
+        settings = [tuple(int(v) for v in (s + ":0").split(":")[:4])
+                    for s in args.policy_settings] if args.policy_settings else \
+            [(k, 0, 0, 0) for k in args.policy_samples]
         for search in args.searches:
-            for samples in args.policy_samples if search == "policy" else [0]:
-                run_minimal_erasure(searcher(explainer, search, max(samples, 1)), tokenizer,
-                                    texts, ids, out, stats, units)
+            for setting in settings if search == "policy" else [(1, 0, 0, 0)]:
+                run_minimal_erasure(searcher(explainer, search, *setting), tokenizer, texts,
+                                    ids, out, stats, units)
                 (out / "call_stats.json").write_text(json.dumps(stats))
 
     if not args.skip_reduction and args.model == "minilm":

@@ -101,6 +101,11 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
         policy_samples: masks per text of ``search="policy"`` (the threshold decoding and
             draws from the policy, one batched pass; 16 made no smaller sets than 8 in
             docs/policy_search.md).
+        policy_prefixes, policy_chunks: ``search="policy"`` also proposes the nested masks of
+            the top 1 ... ``policy_prefixes`` most probable words (same pass); sets of at
+            least ``policy_chunks`` words are pruned in halves first (0: word by word);
+            ``policy_budget``: while a text's rows leave room within it, its next smallest
+            flipping mask is pruned too, the smallest set kept (0: only the smallest mask).
         mode: how a word is erased: ``"delete"`` (default), ``"replace"`` or ``"attention"``.
         seed: seeds the policy's initial weights and every sampling call (reproducible).
     """
@@ -112,7 +117,8 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
                  refine_learning_rate: float = 1e-2, hidden: int = 64,
                  learning_rate: float = 1e-3,
                  prior: float = 0.1, prior_weight: float = 0.05,
-                 search: str = "guided", policy_samples: int = 8, mode: str = "delete",
+                 search: str = "guided", policy_samples: int = 8, policy_prefixes: int = 0,
+                 policy_chunks: int = 0, policy_budget: int = 0, mode: str = "delete",
                  baseline_token: int | None = None,
                  pad_token_id: int | None = None, seed: int = 0,
                  options: EngineOptions | None = None, **engine_options: Any) -> None:
@@ -125,15 +131,21 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
                     ("samples", samples), ("max_evaluations", max_evaluations),
                     ("per_round", per_round), ("candidates", candidates), ("hidden", hidden)))
             probes = check_positive_int("probes", probes, minimum=0)
-            refine_steps = check_positive_int("refine_steps", refine_steps, minimum=0)
+            refine_steps, policy_prefixes, policy_chunks, policy_budget = (
+                check_positive_int(name, value, minimum=0) for name, value in (
+                    ("refine_steps", refine_steps), ("policy_prefixes", policy_prefixes),
+                    ("policy_chunks", policy_chunks), ("policy_budget", policy_budget)))
             policy_samples = check_positive_int("policy_samples", policy_samples)
         except ValueError as error:
             raise ValueError(f"{error} (samples, max_evaluations, per_round, candidates, "
-                             "hidden and policy_samples are positive integers; probes and "
-                             "refine_steps integers >= 0)") from None
+                             "hidden and policy_samples are positive integers; probes, "
+                             "refine_steps and policy_prefixes/chunks/budget integers "
+                             ">= 0)") from None
         if search not in SEARCHES:
             raise ValueError(f"unknown search {search!r}; choose one of {SEARCHES}")
         self.search, self.policy_samples = search, policy_samples
+        self.policy_prefixes, self.policy_chunks = policy_prefixes, policy_chunks
+        self.policy_budget = policy_budget
         if ridge <= 0 or noise <= 0:
             raise ValueError("ridge and noise must be > 0")
         if gamma < 0:
@@ -325,7 +337,9 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
         logits = self._refined_logits(batch)
         if self.search == "policy":
             return policy_search(batch, logits, self.policy_samples,
-                                 torch.Generator().manual_seed(self.seed))
+                                 torch.Generator().manual_seed(self.seed),
+                                 self.policy_prefixes, self.policy_chunks,
+                                 self.policy_budget)
         texts, messages = start_searches(batch, logits, functools.partial(
             TextSearch, ridge=self.ridge, noise=self.noise, candidates=self.candidates))
         live = [b for b in range(n) if texts[b] is not None]
