@@ -6,6 +6,12 @@ actors are the processes titled ``ray::MapWorker(MapBatches(CorpusWorker))``).
 
     python examples/corpus_ray_memory.py --model default --n 1000 --actors 2
     python examples/corpus_ray_memory.py --model tiny --n 10000 --actors 2
+    python examples/corpus_ray_memory.py --model default --sizes 500 5000 --actors 1 \
+        --csv docs/ray_memory.csv          # one fresh process per size and backend, a table
+
+With ``--sizes`` every (size, backend) pair runs in its own process (``ru_maxrss`` is a
+process's peak), its row is appended to ``--csv`` as soon as it finishes, and the table of all
+the CSV's rows is printed at the end.
 
 ``--model tiny`` is a random 2-layer BERT (hidden 32) over the default model's tokenizer: the
 same words and the same code path at a fraction of the compute, for the memory-vs-corpus-size
@@ -15,12 +21,18 @@ rows on a small machine. ``--backend local`` runs the same corpus in this proces
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import resource
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
+
+COLUMNS = ["model", "backend", "snippets", "actors", "seconds", "texts_per_s", "rows_per_s",
+           "driver_peak_mib", "driver_cpu_s", "actor_peak_mib", "word_types", "load_avg"]
 
 
 def tiny_factory(device=None):
@@ -70,21 +82,30 @@ class ActorMemory(threading.Thread):
             self.done.wait(self.every)
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=["default", "tiny"], default="default")
     parser.add_argument("--n", type=int, default=1000, help="snippets (held-out, repeated)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=None,
+                        help="several corpus sizes, each in a fresh process (with --csv)")
+    parser.add_argument("--backends", nargs="+", choices=["ray", "local"],
+                        default=["local", "ray"], help="with --sizes")
+    parser.add_argument("--csv", type=Path, default=None, help="append the rows here")
     parser.add_argument("--actors", type=int, default=2)
     parser.add_argument("--num-cpus", type=int, default=2)
     parser.add_argument("--backend", choices=["ray", "local"], default="ray")
     parser.add_argument("--texts-per-call", type=int, default=64)
-    args = parser.parse_args()
+    return parser.parse_args(argv)
 
-    import ray
+
+def measure(args: argparse.Namespace) -> dict:
+    """One run in this process: the corpus tables of ``args.n`` snippets, with its peaks."""
     import torch
 
     from captum_erasure.data import load_rotten_tomatoes
     from captum_erasure.scale.corpus_run import corpus_tables
+    torch.set_num_threads(1)  # the driver (and the local backend): one thread, like an actor
+    load_before = os.getloadavg()[0]
     held_out = load_rotten_tomatoes("test")
     repeat = -(-args.n // len(held_out))
     texts = (held_out["text"].tolist() * repeat)[:args.n]
@@ -92,13 +113,12 @@ def main() -> None:
     model = "default" if args.model == "default" else tiny_factory
     monitor = ActorMemory()
     if args.backend == "ray":
+        import ray  # only here: the local rows are a process without Ray
         root = str(Path(__file__).resolve().parents[1])
         ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"PYTHONPATH": root, "OMP_NUM_THREADS": "1",
                                            MARKER.split("=")[0]: MARKER.split("=")[1]}})
         monitor.start()
-    else:
-        torch.set_num_threads(1)
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu_before = usage.ru_utime + usage.ru_stime
     start = time.perf_counter()
@@ -111,15 +131,55 @@ def main() -> None:
         ray.shutdown()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     rows = result.n_occurrences + result.n_texts  # one erased row per word + the original
-    report = dict(model=args.model, backend=args.backend, snippets=args.n,
-                  actors=args.actors if args.backend == "ray" else 0,
-                  seconds=round(seconds, 1), texts_per_s=round(args.n / seconds, 1),
-                  rows_per_s=round(rows / seconds, 1),
-                  driver_peak_mib=round(usage.ru_maxrss / 1024),
-                  driver_cpu_s=round(usage.ru_utime + usage.ru_stime - cpu_before, 1),
-                  actor_peak_mib=sorted(round(v) for v in monitor.peak.values()),
-                  word_types=len(result.stats))
-    print(json.dumps(report))
+    return dict(model=args.model, backend=args.backend, snippets=args.n,
+                actors=args.actors if args.backend == "ray" else 0,
+                seconds=round(seconds, 1), texts_per_s=round(args.n / seconds, 1),
+                rows_per_s=round(rows / seconds, 1),
+                driver_peak_mib=round(usage.ru_maxrss / 1024),
+                driver_cpu_s=round(usage.ru_utime + usage.ru_stime - cpu_before, 1),
+                actor_peak_mib=" ".join(str(round(v)) for v in sorted(monitor.peak.values())),
+                word_types=len(result.stats),
+                load_avg=f"{load_before:.1f}-{os.getloadavg()[0]:.1f}")
+
+
+def measure_sizes(args: argparse.Namespace) -> None:
+    """Every (size, backend) pair in a fresh process; rows appended to the CSV as they come."""
+    for n in args.sizes:
+        for backend in args.backends:
+            command = [sys.executable, __file__, "--model", args.model, "--n", str(n),
+                       "--backend", backend, "--actors", str(args.actors),
+                       "--num-cpus", str(args.num_cpus),
+                       "--texts-per-call", str(args.texts_per_call)]
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+            row = json.loads(done.stdout.strip().splitlines()[-1])
+            print(json.dumps(row), flush=True)
+            new = not args.csv.exists()
+            with args.csv.open("a", newline="") as handle:
+                writer = csv.DictWriter(handle, COLUMNS)
+                if new:
+                    writer.writeheader()
+                writer.writerow(row)
+    print(markdown_table(args.csv))
+
+
+def markdown_table(path: Path) -> str:
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row[c] for c in COLUMNS) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    args = parse_args()
+    if args.sizes:
+        if args.csv is None:
+            raise SystemExit("--sizes needs --csv")
+        measure_sizes(args)
+    else:
+        print(json.dumps(measure(args)))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from captum_erasure.scale import _hf_corpus
 from captum_erasure.scale.corpus_run import (
     ModelLoadError,
     ResultSink,
@@ -78,6 +79,8 @@ def to_dataset(source: Any, labels: Any, text_column: str, label_column: str | N
     if labels is not None:
         raise ValueError("labels= goes with a list of texts; a table's labels are its "
                          "label_column")
+    if is_hf_dataset(source):
+        return _hf_corpus.ray_dataset(source, text_column, label_column)
     if kind == "parquet":
         dataset = ray.data.read_parquet(str(source))
     elif kind == "csv":
@@ -86,8 +89,6 @@ def to_dataset(source: Any, labels: Any, text_column: str, label_column: str | N
             column_types={text_column: pa.string()}))
     elif kind == "json":
         dataset = ray.data.read_json(str(source), lines=True)
-    elif is_hf_dataset(source):
-        dataset = ray.data.from_huggingface(source)
     else:
         dataset = source
     names = dataset.columns()

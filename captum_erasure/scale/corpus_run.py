@@ -34,6 +34,8 @@ from captum_erasure._core.extras import install_hint
 from captum_erasure.explain.corpus import CorpusImportance
 from captum_erasure.explain.texts import TextExplanation, iter_explanations
 from captum_erasure.models import load_default_model
+from captum_erasure.scale import _hf_corpus
+from captum_erasure.scale._hf_corpus import is_hf_dataset
 
 BACKENDS = ("local", "ray")
 # "default" is the offline default classifier; any "module:function" works the same way.
@@ -110,10 +112,6 @@ def is_ray_dataset(source: Any) -> bool:
     return type(source).__module__.startswith("ray.data")
 
 
-def is_hf_dataset(source: Any) -> bool:
-    return type(source).__module__.startswith("datasets")
-
-
 def named_corpus(source: str, repeat: int = 1) -> tuple[list[str], list[int]]:
     """``rotten_tomatoes:SPLIT`` (the offline snippets), ``repeat`` times over."""
     from captum_erasure.data import load_rotten_tomatoes
@@ -139,6 +137,11 @@ def iter_groups(source: Any, labels: Any, size: int, text_column: str,
     if labels is not None:
         raise ValueError("labels= goes with a list of texts; a table's labels are its "
                          "label_column")
+    if is_hf_dataset(source):
+        for table in _hf_corpus.arrow_tables(source, size, text_column, label_column):
+            golds = table.column("label").to_pylist() if table.num_columns > 1 else None
+            yield table.column("text").to_pylist(), golds
+        return
     for table in _iter_tables(source, kind, size, text_column, label_column):
         yield table["text"], table.get("label")
 
@@ -154,8 +157,6 @@ def _iter_tables(source: Any, kind: str | None, size: int, text_column: str,
                               dtype={text_column: str})
     elif kind == "json":
         batches = pd.read_json(source, lines=True, chunksize=size, dtype={text_column: str})
-    elif is_hf_dataset(source):
-        batches = (pd.DataFrame(b) for b in source.iter(batch_size=size))
     else:  # a Ray Dataset, read in order
         batches = _ordered_batches(source, size)
     for frame in batches:
@@ -250,7 +251,7 @@ def _column_names(source: Any, kind: str | None) -> list[str]:
                                                                                 **k))
         return list(reader(source, nrows=1).columns)
     if is_hf_dataset(source):
-        return list(source.column_names)
+        return _hf_corpus.column_names(source)
     return list(source.columns())
 
 
@@ -317,6 +318,8 @@ def _run(task: str, source: Any, out: Path | None, model: Any, labels: Any, text
     factory = resolve_factory(model)
     if _is_named_corpus(source):
         source, labels = named_corpus(source)
+    if is_hf_dataset(source):  # before any model is loaded or Ray started
+        _hf_corpus.require_text_column(source, text_column)
     settings = _settings(_labels_given(source, labels, label_column), target, score, mode,
                          explain_kwargs)
     if corpus is not None:

@@ -18,6 +18,7 @@ from test_corpus_run import (
     LABELS,
     TEXTS,
     assert_same_tables,
+    hf_corpus,
     random_corpus,
     write_corpus,
 )
@@ -89,12 +90,13 @@ def test_a_ray_dataset_read_by_the_local_backend(local_tables):
     assert_same_tables(result, local_tables)
 
 
-@pytest.mark.parametrize("actors,kind", [(1, "csv"), (2, "list"), (2, "ray"), (4, "jsonl")])
+@pytest.mark.parametrize("actors,kind", [(1, "csv"), (2, "list"), (2, "ray"), (4, "jsonl"),
+                                         (2, "hf")])
 def test_tables_on_ray_equal_one_process(local_tables, tmp_path, actors, kind):
     if kind == "list":
         source, labels, columns = TEXTS, LABELS, {}
-    elif kind == "ray":
-        source, labels = ray_dataset(), None
+    elif kind in ("ray", "hf"):
+        source, labels = (ray_dataset() if kind == "ray" else hf_corpus()), None
         columns = dict(text_column="review", label_column="stars")
     else:
         source, labels = write_corpus(tmp_path, kind), None
@@ -105,8 +107,9 @@ def test_tables_on_ray_equal_one_process(local_tables, tmp_path, actors, kind):
     assert_same_tables(result, local_tables)
 
 
-def test_parquet_rows_on_ray_are_one_process_rows_in_order(local_rows, tmp_path):
-    source = write_corpus(tmp_path, "parquet")
+@pytest.mark.parametrize("kind", ["parquet", "hf"])
+def test_parquet_rows_on_ray_are_one_process_rows_in_order(local_rows, tmp_path, kind):
+    source = write_corpus(tmp_path, "parquet") if kind == "parquet" else hf_corpus()
     out = explain_corpus(source, tmp_path / "rows.parquet", model=tiny_factory,
                          text_column="review", label_column="stars", texts_per_call=GROUP,
                          backend="ray", num_actors=2, show_progress=False)

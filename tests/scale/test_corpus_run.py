@@ -47,6 +47,28 @@ def write_corpus(folder, kind):
     return path
 
 
+def hf_corpus():
+    """TEXTS and LABELS as a ``datasets.Dataset`` (columns review, stars, other), stored
+    reversed and select()ed back: an indices mapping over the Arrow table, as after shuffle()."""
+    datasets = pytest.importorskip("datasets")
+    reversed_rows = {"review": TEXTS[::-1], "stars": LABELS[::-1],
+                     "other": list(range(len(TEXTS)))}
+    return datasets.Dataset.from_dict(reversed_rows).select(range(len(TEXTS) - 1, -1, -1))
+
+
+def corpus_source(folder, kind):
+    """(source, labels, column arguments) of TEXTS and LABELS as input ``kind``."""
+    if kind == "list":
+        return TEXTS, LABELS, {}
+    columns = dict(text_column="review", label_column="stars")
+    if kind == "hf":
+        return hf_corpus(), None, columns
+    if kind == "hf-iterable":
+        pytest.importorskip("datasets")
+        return hf_corpus().flatten_indices().to_iterable_dataset(), None, columns
+    return write_corpus(folder, kind), None, columns
+
+
 def assert_same_tables(a, b):
     pd.testing.assert_frame_equal(a.table(), b.table(), check_exact=True)
     pd.testing.assert_frame_equal(a.negative_occurrences(), b.negative_occurrences(),
@@ -60,13 +82,9 @@ def reference(tiny_model, tiny_tokenizer):
                                   keep_negative=10, show_progress=False)
 
 
-@pytest.mark.parametrize("kind", ["list", "csv", "parquet", "jsonl"])
+@pytest.mark.parametrize("kind", ["list", "csv", "parquet", "jsonl", "hf", "hf-iterable"])
 def test_tables_from_every_input_equal_corpus_word_importance(reference, tmp_path, kind):
-    if kind == "list":
-        source, labels, columns = TEXTS, LABELS, {}
-    else:
-        source, labels = write_corpus(tmp_path, kind), None
-        columns = dict(text_column="review", label_column="stars")
+    source, labels, columns = corpus_source(tmp_path, kind)
     result = corpus_tables(source, labels=labels, model=tiny_factory, texts_per_call=16,
                            keep_negative=10, show_progress=False, **columns)
     assert result.target == "gold"
@@ -86,6 +104,28 @@ def test_explain_corpus_writes_the_rows_of_explain_texts(tiny_model, tiny_tokeni
     for row, e in zip(rows, expected):
         assert (row["text"], row["words"], row["scores"], row["gold"], row["predicted"]) == \
             (e.text, e.words, e.scores, e.gold, e.predicted)
+
+
+def test_a_hf_dataset_gives_the_rows_of_the_same_list(tmp_path):
+    from_list = explain_corpus(TEXTS, tmp_path / "list.parquet", labels=LABELS,
+                               model=tiny_factory, texts_per_call=16, show_progress=False)
+    from_hf = explain_corpus(hf_corpus(), tmp_path / "hf.parquet", model=tiny_factory,
+                             text_column="review", label_column="stars", texts_per_call=16,
+                             show_progress=False)
+    table = pq.read_table(from_hf)
+    assert table.column("gold").to_pylist() == LABELS
+    assert table.equals(pq.read_table(from_list))
+
+
+def test_a_hf_dataset_without_the_text_column_names_its_columns():
+    datasets = pytest.importorskip("datasets")
+    with pytest.raises(ValueError, match=r"datasets.Dataset has no text column 'text' \(its "
+                                         r"columns: \['review', 'stars', 'other'\]\)"):
+        corpus_tables(hf_corpus(), model=broken_factory, show_progress=False)  # before loading
+    splits = datasets.DatasetDict(train=hf_corpus(), test=hf_corpus())
+    with pytest.raises(ValueError, match=r"DatasetDict holds several splits \['train', 'test'\]"
+                                         r": pass one of them, e.g. dataset\['train'\]"):
+        corpus_tables(splits, model=tiny_factory, text_column="review", show_progress=False)
 
 
 def test_model_errors_and_arguments():
@@ -112,13 +152,14 @@ def test_command_line_on_a_csv(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
 
 
-def test_package_imports_and_runs_locally_without_ray():
+def test_package_imports_and_runs_locally_without_ray_or_datasets():
     code = f"""
 import sys
+BLOCKED = ("ray", "datasets")
 class NoRay:
     def find_spec(self, name, path=None, target=None):
-        if name == "ray" or name.startswith("ray."):
-            raise ModuleNotFoundError("No module named 'ray' (blocked)")
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (blocked)")
 sys.meta_path.insert(0, NoRay())
 sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'tests')!r}]
 import captum_erasure
@@ -129,7 +170,7 @@ try:
     corpus_tables(["the movie"], model=tiny_factory, backend="ray")
 except ImportError as err:
     print(err)
-assert not [m for m in sys.modules if m == "ray" or m.startswith("ray.")]
+assert not [m for m in sys.modules if m.split(".")[0] in BLOCKED]
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={"HF_HUB_OFFLINE": "1", "PATH": "", "OMP_NUM_THREADS": "1"})
