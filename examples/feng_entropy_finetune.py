@@ -10,8 +10,10 @@ cached), then measures, before and after, on the Rotten Tomatoes held-out splits
    the reduced inputs, and how many words the reduction keeps; plus the fine-tuned model's
    confidence on the *base* model's reductions (the same short inputs, before re-reducing).
 
-Writes ``reduction_before.csv``, ``reduction_after.csv``, ``summary.md``, ``summary.json``,
-``confidence_histograms.png`` and ``history.csv`` to ``--out`` (default ``outputs/feng``).
+Writes the reductions (``reduction_before_*.csv``, ``reduction_after_*.csv``, reused by later
+runs into the same folder) and, tagged by the settings' hash, held-out count and confidence
+floor, ``summary_*.md``, ``summary_*.json``, ``confidence_histograms_*.png`` and
+``history_*.csv`` to ``--out`` (default ``outputs/feng``).
 
     PYTHONPATH=. HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python examples/feng_entropy_finetune.py
 """
@@ -43,12 +45,15 @@ from captum_erasure.models.entropy_finetune import (
 )
 
 
-def reduction_table(model, tokenizer, texts, ids, beam: int, path: Path) -> pd.DataFrame:
-    """Beam reduction of ``texts`` on ``model`` (cached in ``path``)."""
+def reduction_table(model, tokenizer, texts, ids, beam: int, path: Path,
+                    min_confidence: float | None = None) -> pd.DataFrame:
+    """Beam reduction of ``texts`` on ``model`` (cached in ``path``), removals allowed only
+    while P(label) stays at or above ``min_confidence`` when one is given."""
     if path.is_file():
         return pd.read_csv(path, keep_default_na=False)
     start = time.perf_counter()
-    results = reduce_texts(model, tokenizer, texts, beam_size=beam)
+    results = reduce_texts(model, tokenizer, texts, beam_size=beam,
+                           min_confidence=min_confidence)
     seconds = time.perf_counter() - start
     frame = pd.DataFrame({
         "id": ids, "label": [r.label for r in results],
@@ -113,6 +118,9 @@ def summarize(name: str, model, tokenizer, reduction: pd.DataFrame) -> dict:
                 "reduced more confident": (reduction.reduced_confidence
                                            > reduction.original_confidence).mean(),
                 "words": reduction.words.mean(), "words kept": reduction.kept.mean(),
+                "median words kept": reduction.kept.median(),
+                "one word kept": (reduction.kept == 1).mean(),
+                "nothing removed": (reduction.kept == reduction.words).mean(),
                 "kept fraction": (reduction.kept / reduction.words).mean(),
                 "verified": reduction.verified.mean(),
                 "s / snippet": reduction.seconds_per_text.iloc[0]})
@@ -129,6 +137,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=EntropySettings.epochs)
     parser.add_argument("--lr", type=float, default=EntropySettings.lr)
     parser.add_argument("--seed", type=int, default=EntropySettings.seed)
+    parser.add_argument("--path-words", type=int, default=EntropySettings.path_words,
+                        help="entropy also on reduction-path states of at most this many words")
+    parser.add_argument("--min-confidence", type=float, default=None,
+                        help="confidence floor of the held-out reductions (both models)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="outputs/feng")
     args = parser.parse_args()
@@ -137,17 +149,23 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     settings = EntropySettings(n_originals=args.n_originals, n_reduced=args.n_reduced,
                                beam_size=args.beam, entropy_weight=args.weight,
-                               epochs=args.epochs, lr=args.lr, seed=args.seed)
+                               epochs=args.epochs, lr=args.lr, seed=args.seed,
+                               path_words=args.path_words)
+    floor = "" if args.min_confidence is None else f"_floor{args.min_confidence:g}"
 
     held_out = load_rotten_tomatoes("test").head(args.n_heldout)
     texts, ids = held_out.text.tolist(), held_out.id.tolist()
     base, tokenizer = load_default_model()
-    before = reduction_table(base, tokenizer, texts, ids, args.beam,
-                             out / f"reduction_before_n{args.n_heldout}_beam{args.beam}.csv")
+    before = reduction_table(
+        base, tokenizer, texts, ids, args.beam,
+        out / f"reduction_before_n{args.n_heldout}_beam{args.beam}{floor}.csv",
+        args.min_confidence)
     tuned, tuned_tokenizer = load_entropy_model(settings)
     folder = entropy_model_dir(settings)
-    after = reduction_table(tuned, tuned_tokenizer, texts, ids, args.beam,
-                            out / f"reduction_after_{folder.name}_n{args.n_heldout}.csv")
+    after = reduction_table(
+        tuned, tuned_tokenizer, texts, ids, args.beam,
+        out / f"reduction_after_{folder.name}_n{args.n_heldout}{floor}.csv",
+        args.min_confidence)
     after_on_base = confidence_of(tuned, tuned_tokenizer, before.reduced_text.tolist(),
                                   before.label.tolist())
     rows = [summarize("base", base, tokenizer, before),
@@ -155,15 +173,17 @@ def main() -> None:
     rows[1]["confidence on base reductions"] = float(after_on_base.mean())
     rows[0]["confidence on base reductions"] = rows[0]["confidence reduced"]
     table = pd.DataFrame(rows).set_index("model")
-    plot(before, after, after_on_base, out / "confidence_histograms.png")
-    shutil.copy(folder / "history.csv", out / "history.csv")
+    tag = f"{folder.name.rsplit('-', 1)[-1]}_n{args.n_heldout}{floor}"  # one run's files
+    plot(before, after, after_on_base, out / f"confidence_histograms_{tag}.png")
+    shutil.copy(folder / "history.csv", out / f"history_{tag}.csv")
     info = json.loads((folder / "info.json").read_text())
-    (out / "summary.json").write_text(json.dumps(
+    (out / f"summary_{tag}.json").write_text(json.dumps(
         {"settings": info["settings"], "train_seconds": info["train_seconds"],
-         "n_heldout": args.n_heldout, "model_dir": str(folder),
+         "n_heldout": args.n_heldout, "min_confidence": args.min_confidence,
+         "n_reduced_texts": info.get("n_reduced_texts"), "model_dir": str(folder),
          "rows": table.reset_index().to_dict(orient="records")}, indent=2, default=float))
     markdown = table.T.to_markdown(floatfmt=".3f")
-    (out / "summary.md").write_text(markdown + "\n")
+    (out / f"summary_{tag}.md").write_text(markdown + "\n")
     print(f"model: {folder}\nsettings: {info['settings']}\n{markdown}")
 
 

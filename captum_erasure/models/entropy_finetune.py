@@ -44,6 +44,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreT
 
 from captum_erasure._core.engine import output_logits
 from captum_erasure._core.forwards import model_caller
+from captum_erasure._core.text import encode_texts
 from captum_erasure.attr.input_reduction import InputReduction, ReductionResult
 from captum_erasure.data import cache_dir, load_rotten_tomatoes
 from captum_erasure.models._finetune import (
@@ -85,6 +86,28 @@ def reduce_texts(model: nn.Module, tokenizer: Any, texts: Sequence[str], *, beam
                                       truncate=True)
             bar.update(len(part))
     return results
+
+
+def path_reduced_texts(model: nn.Module, tokenizer: Any, texts: Sequence[str],
+                       removal_paths: Sequence[Sequence[int]], max_words: int, *,
+                       max_length: int = DEFAULT_MAX_LENGTH) -> list[str]:
+    """The reduced inputs met on the way: per text, every state of its reduction's
+    ``removal_path`` (word indices, as in :class:`ReductionResult`) that keeps at most
+    ``max_words`` words, from the longest such state to the final reduction. The original
+    itself is never one of them (it is an original, trained with its label). Words are found
+    as :func:`reduce_texts` found them (same tokenizer, ``max_length``, truncation)."""
+    if max_words < 1:
+        raise ValueError(f"max_words must be >= 1, got {max_words}")
+    if len(texts) != len(removal_paths):
+        raise ValueError(f"{len(texts)} texts but {len(removal_paths)} removal paths")
+    encoded = encode_texts(model, tokenizer, [str(t) for t in texts], max_length=max_length,
+                           truncate=True)
+    states = []
+    for row, path in enumerate(removal_paths):
+        n_words = len(encoded.spans[row])
+        for removed in range(max(1, n_words - max_words), len(path) + 1):
+            states.append(encoded.text_without(row, path[:removed]))
+    return states
 
 
 # -- the loss ----------------------------------------------------------------------------------
@@ -256,11 +279,20 @@ class EntropySettings:
     lr: float = 5e-5
     max_length: int = DEFAULT_MAX_LENGTH
     seed: int = 0
+    # > 0: the entropy term also sees the states of each training reduction's path that keep
+    # at most this many words (path_reduced_texts), not only the final reductions
+    path_words: int = 0
 
     def key(self, *fields: str) -> str:
         chosen = {name: value for name, value in asdict(self).items()
-                  if not fields or name in fields}
+                  if (not fields or name in fields)
+                  and not (name in _ADDED_LATER and value == _ADDED_LATER[name])}
         return hashlib.sha1(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:10]
+
+
+# Settings added after models were cached: left out of the key at these values, so that the
+# settings of those models keep their folder names (550f36cc61 for the defaults).
+_ADDED_LATER = {"path_words": 0}
 
 
 def entropy_model_dir(settings: EntropySettings = EntropySettings()) -> Path:
@@ -275,12 +307,15 @@ def _training_sample(settings: EntropySettings) -> pd.DataFrame:
 def reduced_training_texts(settings: EntropySettings = EntropySettings(), *,
                            rebuild: bool = False, show_progress: bool = True) -> pd.DataFrame:
     """The reduced training snippets (one row each: ``id``, ``text``, ``reduced_text``,
-    ``label`` predicted, ``confidence``, ``original_confidence``), reduced on the default model
-    and cached by the settings they depend on (sample, beam, length)."""
+    ``removal_path``, ``label`` predicted, ``confidence``, ``original_confidence``), reduced on
+    the default model and cached by the settings they depend on (sample, beam, length). A cache
+    written before ``removal_path`` was kept is reduced again when ``path_words`` needs it."""
     key = settings.key("n_originals", "n_reduced", "beam_size", "max_length", "seed")
     path = cache_dir() / "models" / f"{DEFAULT_MODEL_DIRNAME}-reduced-{key}.json"
     if path.is_file() and not rebuild:
-        return pd.read_json(path, orient="records")
+        frame = pd.read_json(path, orient="records")
+        if "removal_path" in frame or not settings.path_words:
+            return frame
     model, tokenizer = load_default_model(show_progress=show_progress)
     sample = _training_sample(settings).head(settings.n_reduced)
     started = time.perf_counter()
@@ -289,7 +324,9 @@ def reduced_training_texts(settings: EntropySettings = EntropySettings(), *,
                            show_progress=show_progress)
     frame = pd.DataFrame({
         "id": sample["id"].tolist(), "text": [r.text for r in results],
-        "reduced_text": [r.reduced_text for r in results], "label": [r.label for r in results],
+        "reduced_text": [r.reduced_text for r in results],
+        "removal_path": [list(r.removal_path) for r in results],
+        "label": [r.label for r in results],
         "confidence": [r.confidence for r in results],
         "original_confidence": [r.original_confidence for r in results],
         "seconds_per_text": (time.perf_counter() - started) / max(1, len(results))})
@@ -307,17 +344,23 @@ def build_entropy_model(settings: EntropySettings = EntropySettings(), *,
     reduced = reduced_training_texts(settings, show_progress=show_progress)
     model, tokenizer = load_default_model(show_progress=show_progress)
     sample = _training_sample(settings)
+    reduced_texts = reduced["reduced_text"].tolist()
+    if settings.path_words:
+        reduced_texts = path_reduced_texts(model, tokenizer, reduced["text"].tolist(),
+                                           reduced["removal_path"].tolist(),
+                                           settings.path_words, max_length=settings.max_length)
     started = time.perf_counter()
     history = entropy_fine_tune(
         model, tokenizer, sample["text"].tolist(), sample["label"].tolist(),
-        reduced["reduced_text"].tolist(), entropy_weight=settings.entropy_weight,
+        reduced_texts, entropy_weight=settings.entropy_weight,
         epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr,
         max_length=settings.max_length, seed=settings.seed, show_progress=show_progress)
     seconds = time.perf_counter() - started
     dev = load_rotten_tomatoes("dev")
     info = {"base": f"{DEFAULT_MODEL_DIRNAME} (load_default_model)",
             "method": "Feng et al. 2018: CE on originals - weight * entropy on reduced inputs",
-            "settings": asdict(settings), "n_reduced_texts": len(reduced),
+            "settings": asdict(settings), "n_reduced_snippets": len(reduced),
+            "n_reduced_texts": len(reduced_texts),
             "dev_accuracy": round(evaluate_accuracy(model, tokenizer, dev["text"].tolist(),
                                                     dev["label"].tolist()), 4),
             "first_steps": history.head(3).round(4).to_dict(orient="records"),

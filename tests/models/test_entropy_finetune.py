@@ -15,9 +15,11 @@ from captum_erasure._core.engine import output_logits
 from captum_erasure.models.default import evaluate_accuracy
 from captum_erasure.models.entropy_finetune import (
     WEIGHTS_FILENAME,
+    EntropySettings,
     entropy_fine_tune,
     load_finetuned,
     output_entropy,
+    path_reduced_texts,
     reduce_texts,
     save_finetuned,
 )
@@ -88,6 +90,33 @@ def test_reduce_texts_keeps_the_marker_and_batches():
     assert [r.label for r in results] == LABELS
     # "good" alone: logits [0, 2] -> P(pos) = sigmoid(2)
     assert results[0].confidence == pytest.approx(torch.sigmoid(torch.tensor(2.0)).item())
+
+
+def test_path_reduced_texts_are_the_short_states_of_each_removal_path():
+    tokenizer, model = build_tiny_tokenizer(), TrainableBag()
+    results = reduce_texts(model, tokenizer, ["i liked it , it was good", "a bad film"],
+                           show_progress=False)
+    paths = [r.removal_path for r in results]
+    # the bag's gradient ranks every word but the marker alike: removed left to right
+    assert paths == [[0, 1, 2, 3, 4, 5], [0, 2]]
+    states = path_reduced_texts(model, tokenizer, [r.text for r in results], paths, 3)
+    # each path's states of at most 3 words, longest first, down to the reduction; the
+    # 3-word original "a bad film" is not one of them
+    assert states == ["it was good", "was good", "good", "bad film", "bad"]
+    assert path_reduced_texts(model, tokenizer, [r.text for r in results], paths, 1) == \
+        ["good", "bad"]
+    with pytest.raises(ValueError, match="max_words must be >= 1"):
+        path_reduced_texts(model, tokenizer, ["good"], [[]], 0)
+    with pytest.raises(ValueError, match="1 texts but 2 removal paths"):
+        path_reduced_texts(model, tokenizer, ["good"], [[], []], 2)
+
+
+def test_settings_added_later_keep_the_cached_models_key():
+    # the defaults' folder name was fixed before path_words existed
+    assert EntropySettings().key() == "550f36cc61"
+    assert EntropySettings(path_words=0).key() == "550f36cc61"
+    assert EntropySettings(path_words=4).key() not in ("550f36cc61",
+                                                       EntropySettings(path_words=5).key())
 
 
 def test_entropy_term_raises_reduced_entropy_while_accuracy_holds():
