@@ -139,7 +139,8 @@ class PositionLogits:
             gathered = True
             return (hidden[rows, positions][:, None], *args[1:])
 
-        handle = self.head.register_forward_pre_hook(this_thread_only(gather)) if self.head is not None else None
+        handle = (self.head.register_forward_pre_hook(this_thread_only(gather))
+                  if self.head is not None else None)
         try:
             logits = output_logits(self.mlm(input_ids=input_ids, attention_mask=attention_mask))
         finally:

@@ -333,9 +333,12 @@ class WordInformation(UsesEngine, PerturbationAttribution):
         autocast = self.options.autocast
         with ExitStack() as stack:
             if noise is not None:
-                stack.callback(self.embedding.register_forward_hook(this_thread_only(add_noise)).remove)
-            hook = (self.layer_module.register_forward_pre_hook(this_thread_only(grab_input)) if
-                    self.reads_input else self.layer_module.register_forward_hook(this_thread_only(grab_output)))
+                stack.callback(self.embedding.register_forward_hook(
+                    this_thread_only(add_noise)).remove)
+            layer = self.layer_module
+            hook = (layer.register_forward_pre_hook(this_thread_only(grab_input))
+                    if self.reads_input else
+                    layer.register_forward_hook(this_thread_only(grab_output)))
             stack.callback(hook.remove)
             if autocast and ids.device.type == "cuda":
                 stack.enter_context(torch.autocast("cuda", dtype=autocast if isinstance(

@@ -216,7 +216,8 @@ def test_one_output_models_are_refused(make):
     ({"batch_size": 0}, "epochs and batch_size must be >= 1"),
 ])
 def test_bad_arguments(kwargs, message):
-    arguments = {"texts": TEXTS, "labels": LABELS, "reduced_texts": ["good"], "show_progress": False}
+    arguments = {"texts": TEXTS, "labels": LABELS, "reduced_texts": ["good"],
+                 "show_progress": False}
     arguments.update(kwargs)
     with pytest.raises(ValueError, match=message):
         entropy_fine_tune(TrainableBag(), build_tiny_tokenizer(), **arguments)

@@ -10,7 +10,7 @@ from pi. The smallest mask that flips (ties: the larger flip margin) is pruned t
 restoring the words the policy was least sure of first: with ``chunks``, first in halves
 (ddmin-style: one row restores every word of a chunk that is not needed), then word by word
 and the minimality check of the shared evaluator. Only a text none of whose masks flips walks
-the policy's ranking (doubling prefixes, then bisection: :func:`ranking_fallback`). Every
+the policy's ranking (doubling prefixes, then bisection: :func:`~.search.greedy_fallback`). Every
 row is counted in the evaluator (``rows_per_example``, engine stats).
 """
 
@@ -26,6 +26,7 @@ from captum_erasure.attr.flip._common import is_flip, prune
 from captum_erasure.attr.flip.search import (
     SearchBatch,
     TextSearch,
+    greedy_fallback,
     record_masks,
     start_searches,
 )
@@ -103,42 +104,6 @@ def restore_in_chunks(evaluator: SetEvaluator, examples: list[int], sets: list[l
                 chunk[i] = len(tried[i]) // 2
 
 
-def ranking_fallback(evaluator: SetEvaluator, texts: list, live: list[int]) -> None:
-    """Texts without a flip among the policy's masks walk the policy's ranking: from the
-    longest prefix already known not to flip (the decoding, the nested masks), double the
-    prefix (one batched round for all texts) until one flips, then bisect between the longest
-    known non-flipping and the shortest flipping prefix. Only when erasing every word does not
-    flip either, every remaining prefix (so every text whose ranking flips at all is
-    flipped)."""
-    paths = {b: texts[b].policy_order for b in live if texts[b].best is None}
-
-    def prefix(b: int, k: int) -> tuple:
-        return tuple(sorted(paths[b][:k]))
-
-    walked: set[int] = set()
-    while True:
-        requests = []
-        for b, path in paths.items():
-            n = len(path)
-            flipping = [k for k in range(1, n + 1) if texts[b].flips(prefix(b, k))]
-            known = [k for k in range(1, n + 1) if texts[b].known(prefix(b, k))]
-            if flipping:
-                high = flipping[0]
-                low = max((k for k in known if k < high), default=0)
-                if high - low > 1:
-                    requests.append((b, prefix(b, (low + high) // 2)))
-            elif n in known:
-                if b not in walked:  # no prefix flips so far, not even all words: every one
-                    walked.add(b)
-                    requests += [(b, prefix(b, k)) for k in range(1, n) if k not in known]
-            else:
-                low = max(known, default=0)
-                requests.append((b, prefix(b, min(n, max(2 * low, 1)))))
-        if not requests:
-            return
-        record_masks(evaluator, texts, requests, "ranking fallback")
-
-
 def prune_candidates(evaluator: SetEvaluator, texts: list, examples: list[int],
                      candidates: list[tuple], logits: Tensor, chunks: int) -> dict:
     """Prunes each example's flipping candidate to 1-minimal (in chunks first for sets of
@@ -147,7 +112,7 @@ def prune_candidates(evaluator: SetEvaluator, texts: list, examples: list[int],
     order = [sorted(c, key=lambda f: (float(logits[b, f]), f))
              for b, c in zip(examples, candidates)]
     sets = [list(c) for c in candidates]
-    probs = [evaluator.evaluate([(b, c)])[0] for b, c in zip(examples, candidates)]  # memory
+    probs = list(evaluator.evaluate(list(zip(examples, candidates))))  # from memory
     labels = [texts[b].label for b in examples]
     targets = [texts[b].target for b in examples]
     if chunks:
@@ -173,7 +138,7 @@ def policy_search(batch: SearchBatch, logits: Tensor, samples: int,
     proposed = policy_masks(probs, batch.valid, samples, generator, prefixes)
     record_masks(evaluator, texts, [(b, mask) for b in live for mask in proposed[b]],
                  "policy masks")
-    ranking_fallback(evaluator, texts, live)
+    greedy_fallback(evaluator, texts, live, start="doubling")
     done = [b for b in live if texts[b].best is not None]
     found = prune_candidates(evaluator, texts, done, [texts[b].best for b in done], logits,
                              chunks)

@@ -197,32 +197,42 @@ def record_masks(evaluator: SetEvaluator, texts: list, requests: list, desc: str
             texts[b].record(mask, row)
 
 
-def greedy_fallback(evaluator: SetEvaluator, texts: list, live: list[int]) -> None:
-    """Texts without a flip after the search: each text's ``greedy_path()`` (the guided
+def greedy_fallback(evaluator: SetEvaluator, texts: list, live: list[int],
+                    start: str = "checkpoints") -> None:
+    """Texts without a flip after the search walk their ``greedy_path()`` (the guided
     search: the greedy baseline's order, erase the top 1, 2, ... words by leave-one-out gain;
-    the policy search: the policy's ranking). Eight evenly spaced prefix sizes first, then
-    bisection below the smallest that flips; only when none of them flips, every
-    remaining prefix, so every text whose path flips at all is flipped."""
+    the policy search: the policy's ranking), all texts in batched rounds. First round:
+    ``"checkpoints"``, eight evenly spaced prefix sizes; ``"doubling"``, from the longest
+    prefix already known not to flip, twice as many words per round (the policy search has
+    tried its short prefixes). Then bisection between the longest known non-flipping and the
+    shortest flipping prefix; only when erasing the whole path does not flip, every remaining
+    prefix, so every text whose path flips at all is flipped."""
     paths = {b: texts[b].greedy_path() for b in live if texts[b].best is None}
 
     def prefix(b: int, k: int) -> tuple:
         return tuple(sorted(paths[b][:k]))
 
-    requests = [(b, prefix(b, k)) for b, path in paths.items()
-                for k in sorted({math.ceil(len(path) * j / 8) for j in range(1, 9)})]
-    whole: set[int] = set()
-    while requests:
-        record_masks(evaluator, texts, requests, "greedy fallback")
+    requests = [] if start == "doubling" else [
+        (b, prefix(b, k)) for b, path in paths.items()
+        for k in sorted({math.ceil(len(path) * j / 8) for j in range(1, 9)})]
+    walked: set[int] = set()
+    while True:
+        record_masks(evaluator, texts, requests, f"fallback ({start})")
         requests = []
         for b, path in paths.items():
-            flipping = [k for k in range(1, len(path) + 1) if texts[b].flips(prefix(b, k))]
-            if not flipping:
-                if b not in whole:  # no checkpoint flips: every prefix, once
-                    whole.add(b)
-                    requests += [(b, prefix(b, k)) for k in range(1, len(path) + 1)]
-                continue
-            high = flipping[0]  # every evaluated shorter prefix does not flip
-            low = max((k for k in range(1, high) if texts[b].known(prefix(b, k))),
-                      default=0)
-            if high - low > 1:
-                requests.append((b, prefix(b, (low + high) // 2)))
+            n = len(path)
+            known = [k for k in range(1, n + 1) if texts[b].known(prefix(b, k))]
+            flipping = [k for k in known if texts[b].flips(prefix(b, k))]
+            if flipping:
+                high = flipping[0]
+                low = max((k for k in known if k < high), default=0)
+                if high - low > 1:
+                    requests.append((b, prefix(b, (low + high) // 2)))
+            elif n in known:
+                if b not in walked:  # not even the whole path flips: every prefix, once
+                    walked.add(b)
+                    requests += [(b, prefix(b, k)) for k in range(1, n) if k not in known]
+            else:
+                requests.append((b, prefix(b, min(n, max(2 * max(known, default=0), 1)))))
+        if not requests:
+            return
