@@ -8,8 +8,13 @@ A GPT-2-small-shaped model (12 layers, 768 wide, 50257-token vocabulary) with RA
   (b) ContinuationErasure(reuse_prefix=False): every variant recomputed, rows packed,
   (c) ContinuationErasure(): the prompt's KV cache reused, only suffixes computed,
 
-it prints the best-of-N wall time, the model forward calls and the token positions the model
-computed (counted by a hook on the model for all three, padding included), and the ratios.
+it prints the best-of-N wall time, the model forward calls, the token positions the model
+computed (counted by a wrapper around ``model.forward`` for all three, padding included), an
+estimate of the model's floating-point work, and the ratios. The estimate counts the weight
+matmuls (``24 * d**2`` per position and layer), attention scores and values (``4 * d`` per
+query-key pair and layer) and the LM head (``2 * d * vocab`` per logit computed; Captum scores
+every position, ours only the continuation's): it is what a compute-bound device pays, so the
+(a)/(c) time ratio on a CPU stays near the (a)/(c) work ratio however the rows are packed.
 
     PYTHONPATH=. HF_HUB_OFFLINE=1 python examples/benchmark_generation.py --threads 2
 """
@@ -42,24 +47,34 @@ def build(seed: int = 0):
 
 
 class Counter:
-    """Model forward calls and token positions (input_ids numel, padding included), by
-    wrapping ``model.forward`` (Captum calls ``model.forward`` directly, past any hook)."""
+    """Model forward calls, token positions (input_ids numel, padding included) and estimated
+    floating-point work, by wrapping ``model.forward`` (Captum calls ``model.forward``
+    directly, past any hook)."""
 
     def __init__(self, model):
-        self.calls = self.positions = 0
+        config = model.config
+        self.width, self.layers = config.n_embd, config.n_layer
+        self.reset()
         inner = model.forward
 
         @functools.wraps(inner)  # keeps the signature (cache argument, logits_to_keep)
         def forward(*args, **kwargs):
             ids = kwargs.get("input_ids", args[0] if args else None)
+            output = inner(*args, **kwargs)
+            attention = kwargs.get("attention_mask")
+            keys = attention.shape[-1] if attention is not None else ids.shape[1]
             self.calls += 1
             self.positions += ids.numel()
-            return inner(*args, **kwargs)
+            d, n = self.width, self.layers
+            self.flops += (24 * d * d * n * ids.numel()  # q, k, v, out, MLP matmuls
+                           + 4 * d * n * ids.numel() * keys  # scores and weighted values
+                           + 2 * d * output.logits[..., 0].numel() * output.logits.shape[-1])
+            return output
 
         model.forward = forward
 
     def reset(self):
-        self.calls = self.positions = 0
+        self.calls = self.positions = self.flops = 0
 
 
 def main() -> None:
@@ -78,9 +93,9 @@ def main() -> None:
     counter = Counter(model)
     rng = torch.Generator().manual_seed(1)
     print(f"threads={args.threads}, continuation={args.continuation} tokens, random weights")
-    print("| prompt | method | best time (s) | forward calls | token positions | "
-          "(c)/(b) positions | (b)/(c) time | (a)/(c) time |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| prompt | method | best time (s) | forward calls | token positions | GFLOP (est.) | "
+          "(c)/(b) positions | (b)/(c) time | (a)/(c) time | (a)/(c) GFLOP |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for length in args.lengths:
         words = [f"w{int(i)}" for i in torch.randint(0, VOCAB - 1, (length,), generator=rng)]
         target = " ".join(f"w{int(i)}" for i in
@@ -95,7 +110,7 @@ def main() -> None:
                 start = time.perf_counter()
                 result = fn()
                 best = min(best, time.perf_counter() - start)
-            rows[name] = (best, counter.calls, counter.positions, result)
+            rows[name] = (best, counter.calls, counter.positions, result, counter.flops)
 
         if length <= args.captum_max_length:
             inp = TextTemplateInput(" ".join(["{}"] * length), values=words)
@@ -115,15 +130,16 @@ def main() -> None:
         b, c = rows["(b) ours, no reuse"], rows["(c) ours, prefix reuse"]
         torch.testing.assert_close(b[3].token_attr, c[3].token_attr, rtol=0, atol=1e-3)
         a = rows.get("(a) Captum LLMAttribution(FeatureAblation)")
-        for name, (best, calls, positions, _) in rows.items():
-            extra = ""
+        for name, (best, calls, positions, _, flops) in rows.items():
+            extra = " | | | |"
             if name.startswith("(c)"):
                 extra = (f" {c[2] / b[2]:.3f} | {b[0] / c[0]:.2f}x | "
-                         + (f"{a[0] / c[0]:.1f}x |" if a else "n/a |"))
-            else:
-                extra = " | | |"
-            print(f"| {length} | {name} | {best:.2f} | {calls} | {positions} |{extra}",
-                  flush=True)
+                         + (f"{a[0] / c[0]:.1f}x | {a[4] / c[4]:.1f}x |" if a else "n/a | n/a |"))
+            print(f"| {length} | {name} | {best:.2f} | {calls} | {positions} | {flops / 1e9:.1f} "
+                  f"|{extra}", flush=True)
+        real = reuse.last_stats.real_token_positions
+        print(f"(c) without its padding: {real} token positions, {real / b[2]:.3f} of (b)'s",
+              flush=True)
 
 
 if __name__ == "__main__":

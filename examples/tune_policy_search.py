@@ -28,7 +28,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from compare_flips import POLICY_TARGET, shuffled  # noqa: E402
+from compare_flips import shuffled  # noqa: E402
+from flips_summary import POLICY_TARGET  # noqa: E402
 
 from captum_erasure import MinimalErasure  # noqa: E402
 from captum_erasure.data import load_rotten_tomatoes  # noqa: E402
