@@ -3,6 +3,7 @@ Ray fixture puts tests/ on the workers' PYTHONPATH) instead of pickling models."
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from pathlib import Path
@@ -42,3 +43,19 @@ class SlowFactory:
 
 def broken_factory(device=None):
     raise OSError("no weights at /nonexistent/model")
+
+
+
+def _write_pid_and_wait(folder, driver_pid, seconds, module, args):
+    if os.getpid() != driver_pid:
+        Path(folder, f"{os.getpid()}.pid").write_text(str(os.getpid()))
+    time.sleep(seconds)
+
+
+def pid_writing(model, folder, driver_pid, seconds=0.02):
+    """``model`` sleeping before every forward and writing the pid of each process it runs in
+    except ``driver_pid`` into ``folder`` (a pre-hook that pickles by reference), so a test can
+    kill the Ray worker running a task."""
+    model.register_forward_pre_hook(
+        functools.partial(_write_pid_and_wait, str(folder), driver_pid, seconds))
+    return model

@@ -2,6 +2,7 @@
 
     python -m captum_erasure.benchmark --model default --n 200 --out outputs/benchmark
     python -m captum_erasure.benchmark --quick            # a few examples, cheap settings
+    python -m captum_erasure.benchmark --ray --actors 2   # each method a task on a local Ray
 
 Every method explains the same held-out Rotten Tomatoes snippets for the class the model
 predicts; every metric is computed on word scores, the natural unit:
@@ -44,13 +45,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from captum_erasure.benchmark.evaluate import (
-    evaluate,
-    predict,
-    rationale_consistency_table,
-)
+from captum_erasure.benchmark.evaluate import predict
 from captum_erasure.benchmark.examples import encode_examples
 from captum_erasure.benchmark.intervals import write_intervals
+from captum_erasure.benchmark.method_run import Consistency, run_method
 from captum_erasure.benchmark.report import (
     machine_description,
     write_plots,
@@ -58,11 +56,9 @@ from captum_erasure.benchmark.report import (
 )
 from captum_erasure.benchmark.runners import (
     ALL_METHODS,
-    PREPARERS,
     RUNNERS,
     MethodContext,
     available_methods,
-    explain_all,
 )
 from captum_erasure.benchmark.settings import FULL, QUICK, BenchmarkSettings
 from captum_erasure.data import vader_valences
@@ -84,11 +80,20 @@ def run_benchmark(model: nn.Module, tokenizer: Any, texts: Sequence[str], labels
                   consistency_models: dict[str, nn.Module] | None = None,
                   consistency_tokenizer: Any = None, settings: BenchmarkSettings = FULL,
                   seed: int = 0, model_name: str = "model", show_progress: bool = True,
-                  notes: Sequence[str] = ()) -> BenchmarkResult:
+                  notes: Sequence[str] = (), backend: str = "local",
+                  address: str | None = None, num_actors: int | None = None,
+                  ray_options: dict | None = None) -> BenchmarkResult:
     """Explain ``texts`` with every method, evaluate every metric, write the report to ``out``
     (``report.md``, ``summary.csv``, ``per_example.csv``, ``results.json``, PNG plots, and the
     bootstrap intervals and paired comparisons: ``intervals.md``, ``intervals.csv``,
-    ``paired.csv``, ``leaders.csv``)."""
+    ``paired.csv``, ``leaders.csv``).
+
+    ``backend="ray"`` runs each method as one Ray task (:mod:`~captum_erasure.benchmark.ray_runs`:
+    ``address`` joins a cluster, else a local Ray is started and stopped; ``num_actors``
+    methods at once; ``ray_options``: ``num_cpus``, ``cpus_per_method``, ``runtime_env``); the
+    report is the same as this process's (every method starts from the same seed)."""
+    if backend not in ("local", "ray"):
+        raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -106,38 +111,38 @@ def run_benchmark(model: nn.Module, tokenizer: Any, texts: Sequence[str], labels
     targets, confidences, activations = predict(model, examples, pad)
     accuracy = float(np.mean([t == e.label for t, e in zip(targets, examples)]))
     ctx = MethodContext(model, tokenizer, examples, targets, settings, seed, mlm, show_progress)
-
-    rows, frames, curves, masked_curves, failures = [], [], {}, {}, {}
-    for method in tqdm(methods, desc="methods", unit="method", disable=not show_progress):
-        try:
-            fit_cost = PREPARERS[method](ctx) if method in PREPARERS else {}
-            scores, cost = explain_all(ctx, method)
-            cost.update(fit_cost)
-        except Exception as error:  # one broken method must not hide the others' results
-            failures[method] = f"{type(error).__name__}: {error}"
-            continue
-        summary, frame, method_curves, masked = evaluate(
-            ctx, scores, valences=valences, activations=activations, confidences=confidences)
-        rows.append({"method": method, **summary, **cost})
-        frame.insert(0, "method", method)
-        frame.insert(1, "example", range(len(examples)))
-        frame["word_scores"] = [json.dumps([round(v, 6) for v in s]) for s in scores]
-        frames.append(frame)
-        curves[method] = method_curves
-        masked_curves[method] = masked
-    if not rows:
-        raise RuntimeError(f"every method failed: {failures}")
-    summary = pd.DataFrame(rows)
-    per_example = pd.concat(frames, ignore_index=True)
-
     consistency = None
     if consistency_models:
-        consistency = rationale_consistency_table(
-            consistency_models, consistency_tokenizer or tokenizer,
-            texts[:settings.consistency_examples], labels[:settings.consistency_examples],
-            [m for m in methods if m not in failures], settings, seed, show_progress)
-        summary = summary.merge(consistency[["method", "rationale_consistency"]], on="method",
-                                how="left")
+        k = settings.consistency_examples
+        consistency = Consistency(consistency_models, consistency_tokenizer or tokenizer,
+                                  list(texts[:k]), list(labels[:k]))
+    common = dict(valences=valences, activations=activations, confidences=confidences,
+                  consistency=consistency)
+    if backend == "ray":
+        from captum_erasure.benchmark import ray_runs
+        runs = ray_runs.run_methods(ctx, methods, address=address, num_actors=num_actors,
+                                    options=ray_options, **common)
+    else:
+        runs = [run_method(ctx, method, **common)
+                for method in tqdm(methods, desc="methods", unit="method",
+                                   disable=not show_progress)]
+    failures = {r.method: r.error for r in runs if r.error is not None}
+    runs = [r for r in runs if r.error is None]
+    if not runs:
+        raise RuntimeError(f"every method failed: {failures}")
+    summary = pd.DataFrame([r.row for r in runs])
+    per_example = pd.concat([r.frame for r in runs], ignore_index=True)
+    curves = {r.method: r.curves for r in runs}
+    masked_curves = {r.method: r.masked_curves for r in runs}
+
+    consistency_table = None
+    if consistency is not None:
+        tables = [r.consistency for r in runs if r.consistency is not None
+                  and len(r.consistency)]
+        consistency_table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(
+            columns=["method", "rationale_consistency", "p_value", "points"])
+        summary = summary.merge(consistency_table[["method", "rationale_consistency"]],
+                                on="method", how="left")
 
     summary.to_csv(out / "summary.csv", index=False)
     per_example.to_csv(out / "per_example.csv", index=False)
@@ -150,8 +155,8 @@ def run_benchmark(model: nn.Module, tokenizer: Any, texts: Sequence[str], labels
         default=float) + "\n")
     write_intervals(per_example, out, seed)
     plots = write_plots(out, summary, curves, masked_curves)
-    report = write_report(out, summary, consistency, meta, plots, settings, methods)
-    return BenchmarkResult(summary, per_example, consistency, report, failures)
+    report = write_report(out, summary, consistency_table, meta, plots, settings, methods)
+    return BenchmarkResult(summary, per_example, consistency_table, report, failures)
 
 
 # -- command line ------------------------------------------------------------------------------
@@ -217,6 +222,13 @@ def main(argv: Sequence[str] | None = None) -> BenchmarkResult:
     parser.add_argument("--diffmask-layer", type=int, default=None,
                         help="DiffMask's layer (default: the last)")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                        help="run each method as a Ray task: alone, a local Ray started and "
+                             "stopped for this run; with ADDRESS ('auto', 'ray://HOST:10001') "
+                             "join that cluster (needs the ray extra)")
+    parser.add_argument("--actors", type=int, default=None,
+                        help="with --ray: methods at once (default: one per CPU of the "
+                             "cluster)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -249,7 +261,8 @@ def main(argv: Sequence[str] | None = None) -> BenchmarkResult:
         methods=args.methods, mlm=mlm, valences=vader_valences(),
         consistency_models=consistency_models, consistency_tokenizer=consistency_tokenizer,
         settings=settings, seed=args.seed, model_name=model_name, show_progress=show,
-        notes=notes)
+        notes=notes, backend="local" if args.ray is None else "ray",
+        address=args.ray or None, num_actors=args.actors)
     print(result.report.read_text())
     return result
 

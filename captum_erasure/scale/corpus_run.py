@@ -92,6 +92,24 @@ def load_model(factory: Callable[..., tuple[Any, Any]], device: Any) -> tuple[An
     return model, tokenizer
 
 
+def require_ray() -> None:
+    """A clear error, before any work, when Ray is not installed."""
+    try:
+        import ray  # noqa: F401
+    except ImportError as err:
+        raise ImportError("backend='ray' needs Ray: "
+                          + install_hint("ray", "ray[data]==2.60.0")) from err
+
+
+def connect_ray(address: str | None, options: dict | None = None) -> bool:
+    """Join the Ray cluster at ``address`` or start a local Ray (``options``: ``num_cpus``,
+    ``runtime_env``) with this checkout on its workers' path; True if this call started it
+    (the caller then stops it)."""
+    require_ray()
+    from captum_erasure.scale import _ray_corpus
+    return _ray_corpus.connect(address, dict(options or {}))
+
+
 # -- reading a corpus -----------------------------------------------------------------------------
 def file_kind(source: Any) -> str | None:
     """``"csv"``, ``"parquet"`` or ``"json"`` (lines) for a path with such a suffix, else None."""
@@ -328,12 +346,7 @@ def _run(task: str, source: Any, out: Path | None, model: Any, labels: Any, text
                texts_per_call=texts_per_call, text_column=text_column,
                label_column=label_column, show_progress=show_progress)
     if backend == "ray":
-        try:
-            import ray  # noqa: F401  (a clear error before any work when Ray is missing)
-        except ImportError as err:
-            raise ImportError("backend='ray' needs Ray: "
-                              + install_hint("ray", "ray[data]==2.60.0")) \
-                from err
+        require_ray()
         from captum_erasure.scale import _ray_corpus
         return _ray_corpus.run(job, source, labels, address=address, num_actors=num_actors,
                                options=dict(ray_options or {}))
