@@ -32,7 +32,10 @@ import time
 from pathlib import Path
 
 COLUMNS = ["model", "backend", "snippets", "actors", "seconds", "texts_per_s", "rows_per_s",
-           "driver_peak_mib", "driver_cpu_s", "actor_peak_mib", "word_types", "load_avg"]
+           "driver_peak_mib", "driver_cpu_s", "actor_peak_mib", "word_types", "load_avg",
+           "actor_anon_peak_mib", "actor_shmem_peak_mib", "actor_file_peak_mib", "heap"]
+# "heap": how the C heap was handled; rows before release_freed_memory() say "glibc default"
+HEAP = "trimmed per group"
 
 
 def tiny_factory(device=None):
@@ -54,12 +57,19 @@ MARKER = f"CORPUS_RAY_MEMORY_RUN={os.getpid()}"  # in this run's actors' environ
 
 
 class ActorMemory(threading.Thread):
-    """Polls /proc for the peak resident memory (VmHWM, MiB) of this run's actors (other Ray
-    jobs on the machine may run CorpusWorker actors too) until stopped."""
+    """Polls /proc for this run's actors (other Ray jobs on the machine may run CorpusWorker
+    actors too) until stopped: the peak resident memory (VmHWM, MiB) and the peaks of its
+    parts: RssAnon (the process's own heap), RssShmem (pages of Ray's shared object store it
+    has touched) and RssFile (mapped files and libraries). ``trace`` keeps every sample."""
+
+    PARTS = ("VmRSS", "RssAnon", "RssShmem", "RssFile")
 
     def __init__(self, every: float = 0.5) -> None:
         super().__init__(daemon=True)
         self.every, self.peak, self.done = every, {}, threading.Event()
+        self.parts: dict[str, dict[str, float]] = {}
+        self.trace: list[dict] = []
+        self.start_time = time.monotonic()
 
     def run(self) -> None:
         while not self.done.is_set():
@@ -75,11 +85,24 @@ class ActorMemory(threading.Thread):
                     status = (proc / "status").read_text()
                 except OSError:
                     continue
+                values = {}
                 for line in status.splitlines():
-                    if line.startswith("VmHWM:"):
-                        mib = int(line.split()[1]) / 1024
-                        self.peak[proc.name] = max(self.peak.get(proc.name, 0), mib)
+                    key, _, rest = line.partition(":")
+                    if key == "VmHWM" or key in self.PARTS:
+                        values[key] = int(rest.split()[0]) / 1024
+                if "VmHWM" not in values:
+                    continue
+                self.peak[proc.name] = max(self.peak.get(proc.name, 0), values["VmHWM"])
+                peaks = self.parts.setdefault(proc.name, {})
+                for key in self.PARTS:
+                    peaks[key] = max(peaks.get(key, 0), values.get(key, 0))
+                self.trace.append({"seconds": round(time.monotonic() - self.start_time, 1),
+                                   "pid": int(proc.name),
+                                   **{k: round(values.get(k, 0), 1) for k in self.PARTS}})
             self.done.wait(self.every)
+
+    def peak_of(self, key: str) -> str:
+        return " ".join(str(round(v[key])) for _, v in sorted(self.parts.items()))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -95,6 +118,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-cpus", type=int, default=2)
     parser.add_argument("--backend", choices=["ray", "local"], default="ray")
     parser.add_argument("--texts-per-call", type=int, default=64)
+    parser.add_argument("--trace-dir", type=Path, default=None,
+                        help="write each actor's memory every 5 s here (actor_rss_N.csv)")
     return parser.parse_args(argv)
 
 
@@ -127,6 +152,16 @@ def measure(args: argparse.Namespace) -> dict:
                            show_progress=False)
     seconds = time.perf_counter() - start
     monitor.done.set()
+    if args.trace_dir is not None and monitor.trace:
+        args.trace_dir.mkdir(parents=True, exist_ok=True)
+        with (args.trace_dir / f"actor_rss_{args.n}.csv").open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, list(monitor.trace[0]))
+            writer.writeheader()
+            last: dict[int, float] = {}
+            for sample in monitor.trace:  # one sample per actor every 5 s
+                if sample["seconds"] - last.get(sample["pid"], -5.0) >= 5.0:
+                    writer.writerow(sample)
+                    last[sample["pid"]] = sample["seconds"]
     if args.backend == "ray":
         ray.shutdown()
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -139,7 +174,10 @@ def measure(args: argparse.Namespace) -> dict:
                 driver_cpu_s=round(usage.ru_utime + usage.ru_stime - cpu_before, 1),
                 actor_peak_mib=" ".join(str(round(v)) for v in sorted(monitor.peak.values())),
                 word_types=len(result.stats),
-                load_avg=f"{load_before:.1f}-{os.getloadavg()[0]:.1f}")
+                load_avg=f"{load_before:.1f}-{os.getloadavg()[0]:.1f}",
+                actor_anon_peak_mib=monitor.peak_of("RssAnon"),
+                actor_shmem_peak_mib=monitor.peak_of("RssShmem"),
+                actor_file_peak_mib=monitor.peak_of("RssFile"), heap=HEAP)
 
 
 def measure_sizes(args: argparse.Namespace) -> None:
@@ -150,25 +188,40 @@ def measure_sizes(args: argparse.Namespace) -> None:
                        "--backend", backend, "--actors", str(args.actors),
                        "--num-cpus", str(args.num_cpus),
                        "--texts-per-call", str(args.texts_per_call)]
+            if args.trace_dir is not None:
+                command += ["--trace-dir", str(args.trace_dir)]
             done = subprocess.run(command, capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
             row = json.loads(done.stdout.strip().splitlines()[-1])
             print(json.dumps(row), flush=True)
-            new = not args.csv.exists()
-            with args.csv.open("a", newline="") as handle:
-                writer = csv.DictWriter(handle, COLUMNS)
-                if new:
-                    writer.writeheader()
-                writer.writerow(row)
+            append_row(args.csv, row)
     print(markdown_table(args.csv))
+
+
+def append_row(path: Path, row: dict) -> None:
+    """Append ``row``; a CSV written before a column was added gets the new header (its
+    rows keep blanks there)."""
+    rows = []
+    if path.exists():
+        with path.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames != COLUMNS:
+                rows = list(reader)
+    if rows or not path.exists():
+        with path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, COLUMNS, restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+    with path.open("a", newline="") as handle:
+        csv.DictWriter(handle, COLUMNS, restval="").writerow(row)
 
 
 def markdown_table(path: Path) -> str:
     with path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(row[c] for c in COLUMNS) + " |" for row in rows]
+    lines += ["| " + " | ".join(row.get(c) or "" for c in COLUMNS) + " |" for row in rows]
     return "\n".join(lines)
 
 

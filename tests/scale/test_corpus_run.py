@@ -91,6 +91,18 @@ def test_tables_from_every_input_equal_corpus_word_importance(reference, tmp_pat
     assert_same_tables(result, reference)
 
 
+def test_every_group_hands_its_freed_heap_back(reference, monkeypatch):
+    """Memory flat in corpus size: the C heap is trimmed after each group (glibc), on both
+    backends (the Ray actors call the same explain_group)."""
+    import captum_erasure.scale.corpus_run as corpus_run
+    calls = []
+    monkeypatch.setattr(corpus_run, "_malloc_trim", lambda: calls.append)
+    result = corpus_tables(TEXTS, labels=LABELS, model=tiny_factory, texts_per_call=16,
+                           keep_negative=10, show_progress=False)
+    assert calls == [0] * -(-len(TEXTS) // 16)
+    assert_same_tables(result, reference)
+
+
 def test_explain_corpus_writes_the_rows_of_explain_texts(tiny_model, tiny_tokenizer, tmp_path):
     out = explain_corpus(TEXTS, tmp_path / "x" / "out.parquet", labels=LABELS,
                          model=(tiny_model, tiny_tokenizer), texts_per_call=16,
