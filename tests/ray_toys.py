@@ -12,6 +12,17 @@ import torch
 from conftest import build_tiny_model, build_tiny_tokenizer
 
 
+def init_local_ray():
+    """A local Ray for a test module: 2 CPUs, this checkout and tests/ on its workers' path,
+    one torch thread per worker, offline."""
+    import ray
+    root = Path(__file__).resolve().parents[1]
+    paths = [str(root), str(root / "tests"), os.environ.get("PYTHONPATH", "")]
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in paths if p),
+                                       "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}})
+
+
 def tiny_factory(device=None):
     """The tiny random BERT and tokenizer of conftest (seed 0)."""
     return build_tiny_model().to(device or "cpu"), build_tiny_tokenizer()

@@ -9,7 +9,6 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -19,11 +18,10 @@ from test_benchmark import LABELS, TEXTS, VALENCES, two_class
 
 ray = pytest.importorskip("ray")
 
-from ray_toys import pid_writing
+from ray_toys import init_local_ray, pid_writing
 
 from captum_erasure.benchmark.run import QUICK, run_benchmark
 
-ROOT = Path(__file__).resolve().parents[2]
 COST = ["seconds_per_example"]  # wall time: the one column that may differ
 
 
@@ -33,10 +31,7 @@ def local_ray():
     the thread count)."""
     saved = torch.get_num_threads()
     torch.set_num_threads(1)
-    paths = [str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in paths if p),
-                                       "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}})
+    init_local_ray()
     yield
     ray.shutdown()
     torch.set_num_threads(saved)

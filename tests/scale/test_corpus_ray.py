@@ -13,7 +13,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from ray_toys import SlowFactory, broken_factory, tiny_factory
+from ray_toys import SlowFactory, broken_factory, init_local_ray, tiny_factory
 from test_corpus_run import (
     LABELS,
     TEXTS,
@@ -46,10 +46,7 @@ def one_torch_thread():
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray(one_torch_thread):
-    paths = [str(ROOT), str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in paths if p),
-                                       "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}})
+    init_local_ray()
     yield
     ray.shutdown()
 
