@@ -8,7 +8,9 @@ method alone (the committed n = 200 tables were made that way), locally and on R
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -65,3 +67,20 @@ def run_method(ctx: MethodContext, method: str, *, valences: dict | None,
             [method], ctx.settings, ctx.seed, ctx.show_progress)
     return MethodRun(method, {"method": method, **summary, **cost}, frame, curves, masked,
                      table)
+
+
+def save_method_run(run: MethodRun, out: Path, n_examples: int) -> Path | None:
+    """Write a finished method's rows to ``out/methods/<method>/`` as it completes, in the
+    layout of a one-method run (``per_example.csv``, ``summary.csv``, ``results.json``), so
+    that a long run that stops early keeps what finished:
+    ``python -m captum_erasure.benchmark.intervals OUT/methods/* --out DIR`` combines them."""
+    if run.error is not None:
+        return None
+    folder = Path(out) / "methods" / re.sub(r"[^A-Za-z0-9_.-]+", "_", run.method)
+    folder.mkdir(parents=True, exist_ok=True)
+    run.frame.to_csv(folder / "per_example.csv", index=False)
+    pd.DataFrame([run.row]).to_csv(folder / "summary.csv", index=False)
+    (folder / "results.json").write_text(json.dumps(
+        {"meta": {"n_examples": n_examples, "methods": [run.method]}, "summary": [run.row]},
+        indent=2, default=float) + "\n")
+    return folder

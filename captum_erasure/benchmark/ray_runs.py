@@ -16,7 +16,7 @@ An error inside a method is returned as that method's failure, as in one process
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -95,12 +95,14 @@ def _method_task(shared: dict, method: str, threads: int) -> MethodRun:
 def run_methods(ctx: MethodContext, methods: Sequence[str], *, valences: dict | None,
                 activations: torch.Tensor, confidences: Sequence[float],
                 consistency: Consistency | None, address: str | None = None,
-                num_actors: int | None = None, options: dict | None = None) -> list[MethodRun]:
+                num_actors: int | None = None, options: dict | None = None,
+                on_done: Callable[[MethodRun], None] | None = None) -> list[MethodRun]:
     """Every method of ``methods`` as one Ray task; the runs in the order of ``methods``.
 
     ``address`` joins a cluster, else a local Ray is started and stopped; ``num_actors``:
     methods at once (default: one per CPU of the cluster); ``options``: ``num_cpus`` (local
-    Ray), ``cpus_per_method``, ``runtime_env``."""
+    Ray), ``cpus_per_method``, ``runtime_env``; ``on_done`` is called with each run as it
+    finishes."""
     import ray
     options = dict(options or {})
     started = connect_ray(address, options)
@@ -131,6 +133,8 @@ def run_methods(ctx: MethodContext, methods: Sequence[str], *, valences: dict | 
                 done, _ = ray.wait(list(refs), num_returns=1)
                 method = refs.pop(done[0])
                 runs[method] = ray.get(done[0])
+                if on_done is not None:
+                    on_done(runs[method])
                 bar.update()
         return [runs[m] for m in methods]
     finally:

@@ -48,7 +48,12 @@ from tqdm.auto import tqdm
 from captum_erasure.benchmark.evaluate import predict
 from captum_erasure.benchmark.examples import encode_examples
 from captum_erasure.benchmark.intervals import write_intervals
-from captum_erasure.benchmark.method_run import Consistency, run_method
+from captum_erasure.benchmark.method_run import (
+    Consistency,
+    MethodRun,
+    run_method,
+    save_method_run,
+)
 from captum_erasure.benchmark.report import (
     machine_description,
     write_plots,
@@ -86,7 +91,8 @@ def run_benchmark(model: nn.Module, tokenizer: Any, texts: Sequence[str], labels
     """Explain ``texts`` with every method, evaluate every metric, write the report to ``out``
     (``report.md``, ``summary.csv``, ``per_example.csv``, ``results.json``, PNG plots, and the
     bootstrap intervals and paired comparisons: ``intervals.md``, ``intervals.csv``,
-    ``paired.csv``, ``leaders.csv``).
+    ``paired.csv``, ``leaders.csv``). Each method's rows are also written to
+    ``out/methods/<method>/`` as soon as it finishes (a run stopped early keeps them).
 
     ``backend="ray"`` runs each method as one Ray task (:mod:`~captum_erasure.benchmark.ray_runs`:
     ``address`` joins a cluster, else a local Ray is started and stopped; ``num_actors``
@@ -118,14 +124,18 @@ def run_benchmark(model: nn.Module, tokenizer: Any, texts: Sequence[str], labels
                                   list(texts[:k]), list(labels[:k]))
     common = dict(valences=valences, activations=activations, confidences=confidences,
                   consistency=consistency)
+    def save(run: MethodRun) -> None:
+        save_method_run(run, out, len(examples))
+
     if backend == "ray":
         from captum_erasure.benchmark import ray_runs
         runs = ray_runs.run_methods(ctx, methods, address=address, num_actors=num_actors,
-                                    options=ray_options, **common)
+                                    options=ray_options, on_done=save, **common)
     else:
-        runs = [run_method(ctx, method, **common)
-                for method in tqdm(methods, desc="methods", unit="method",
-                                   disable=not show_progress)]
+        runs = []
+        for method in tqdm(methods, desc="methods", unit="method", disable=not show_progress):
+            runs.append(run_method(ctx, method, **common))
+            save(runs[-1])
     failures = {r.method: r.error for r in runs if r.error is not None}
     runs = [r for r in runs if r.error is None]
     if not runs:

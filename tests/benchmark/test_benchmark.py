@@ -267,3 +267,21 @@ def test_intervals_command_combines_one_method_runs(tmp_path, one_thread):
     assert "comp@20% ([MASK])" in set(leaders["metric"])
     with pytest.raises(ValueError, match="run twice"):
         intervals_main([runs[0], runs[0], "--out", str(tmp_path / "twice")])
+
+
+def test_each_finished_method_is_saved_as_a_one_method_run(tmp_path, one_thread):
+    import pandas as pd
+
+    from captum_erasure.benchmark.intervals import main as intervals_main
+    result = run_benchmark(two_class(0), toy_tokenizer(), TEXTS, LABELS, out=tmp_path / "run",
+                           methods=["Random", "LIT IG", "WordErasure"], settings=QUICK,
+                           seed=0, show_progress=False)
+    folders = sorted((tmp_path / "run" / "methods").iterdir())
+    assert [f.name for f in folders] == ["LIT_IG", "Random", "WordErasure"]
+    intervals_main([str(f) for f in folders] + ["--out", str(tmp_path / "combined")])
+    combined = pd.read_csv(tmp_path / "combined" / "intervals.csv")
+    whole = pd.read_csv(tmp_path / "run" / "intervals.csv")
+    key = ["method", "metric"]
+    pd.testing.assert_frame_equal(combined.sort_values(key).reset_index(drop=True),
+                                  whole.sort_values(key).reset_index(drop=True))
+    assert len(result.summary) == 3

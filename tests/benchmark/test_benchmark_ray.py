@@ -62,6 +62,10 @@ def test_methods_on_ray_give_one_process_report(tmp_path):
     assert result.consistency.equals(reference.consistency)
     for name in ("summary.csv", "per_example.csv", "intervals.csv", "paired.csv"):
         assert (tmp_path / "ray" / name).read_text() != ""
+    for method in methods:  # each method's rows were saved as its task finished
+        saved = pd.read_csv(tmp_path / "ray" / "methods" / method / "per_example.csv")
+        assert saved.equals(pd.read_csv(tmp_path / "local" / "methods" / method /
+                                        "per_example.csv"))
     local = json.loads((tmp_path / "local" / "results.json").read_text())["summary"]
     on_ray = json.loads((tmp_path / "ray" / "results.json").read_text())["summary"]
     for a, b in zip(local, on_ray):
