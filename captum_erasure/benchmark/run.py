@@ -124,6 +124,7 @@ def run_benchmark(model: nn.Module, tokenizer: Any, texts: Sequence[str], labels
                                   list(texts[:k]), list(labels[:k]))
     common = dict(valences=valences, activations=activations, confidences=confidences,
                   consistency=consistency)
+
     def save(run: MethodRun) -> None:
         save_method_run(run, out, len(examples))
 
