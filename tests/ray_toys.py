@@ -56,7 +56,6 @@ def broken_factory(device=None):
     raise OSError("no weights at /nonexistent/model")
 
 
-
 def _write_pid_and_wait(folder, driver_pid, seconds, module, args):
     if os.getpid() != driver_pid:
         Path(folder, f"{os.getpid()}.pid").write_text(str(os.getpid()))
