@@ -13,6 +13,8 @@ input-mode DiffMask is fitted on the training snippets (or loaded from ``OUT/pro
     PYTHONPATH=. HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python examples/diffmask_layers.py \
         --steps 150 --batch-size 16 --heldout 200
 
+In input mode layer l's probe starts from layer l-1's (``DiffMask.fit(init_from=...)``, the
+layer-by-layer form of the authors' shared gates); ``--independent`` fits each from scratch.
 Probes are cached per layer and mode in ``OUT/probes/`` (delete them to refit).
 """
 
@@ -33,15 +35,21 @@ from captum_erasure.data import load_rotten_tomatoes
 SENTENCE = "a gorgeous , witty , seductive movie ."
 
 
-def fitted(model, tokenizer, layer: int, mode: str, args, train: list[str]) -> tuple:
+def fitted(model, tokenizer, layer: int, mode: str, args, train: list[str],
+           below: DiffMask | None) -> tuple:
+    """Layer ``layer``'s DiffMask, fitted from ``below`` (the layer under it) unless
+    ``--independent`` (or hidden mode, or layer 0)."""
     dm = DiffMask(model, layer=layer, mode=mode, mask_token_id=tokenizer.mask_token_id,
                   margin=args.margin)
-    path = Path(args.out) / "probes" / f"layer{layer}_{mode}.pt"
+    chained = below is not None and mode == "input" and not args.independent
+    name = f"layer{layer}_{mode}" + ("_from_below" if chained and layer > 0 else "")
+    path = Path(args.out) / "probes" / f"{name}.pt"
     info_path = path.with_suffix(".json")
     if path.is_file() and info_path.is_file():
         return dm.load(path), json.loads(info_path.read_text())
     dm.fit(texts=train, tokenizer=tokenizer, batch_size=args.batch_size, max_steps=args.steps,
-           seed=args.seed, show_progress=True)
+           seed=args.seed, lr=args.lr, init_from=below if chained else None,
+           show_progress=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     dm.save(path)
     last = dm.fit_stats.history[-20:]
@@ -49,7 +57,7 @@ def fitted(model, tokenizer, layer: int, mode: str, args, train: list[str]) -> t
             "fit_rows": dm.fit_stats.rows,
             "fit_kl_last20": sum(h["kl"] for h in last) / len(last),
             "fit_kept_last20": sum(h["l0"] for h in last) / len(last),
-            "multiplier": float(dm.multiplier)}
+            "multiplier": float(dm.multiplier), "lr": args.lr, "init_from": below.layer if chained else None}
     info_path.write_text(json.dumps(info, indent=1))
     return dm, info
 
@@ -61,9 +69,13 @@ def main() -> None:
     parser.add_argument("--heldout", type=int, default=200, help="dev snippets evaluated")
     parser.add_argument("--mode", default="input", choices=["input", "hidden"])
     parser.add_argument("--margin", type=float, default=0.1)
+    parser.add_argument("--lr", type=float, default=1e-3, help="the probe's learning rate")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sentence", default=SENTENCE)
     parser.add_argument("--out", default="outputs/diffmask")
+    parser.add_argument("--independent", action="store_true",
+                        help="fit every layer from scratch (default: input mode fits layer l "
+                             "from layer l-1's probe, DiffMask.fit(init_from=...))")
     args = parser.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -76,9 +88,10 @@ def main() -> None:
     one = encode_texts(model, tokenizer, [args.sentence])
     n_layers = model.config.num_hidden_layers
 
-    rows, heat = [], []
+    rows, heat, below = [], [], None
     for layer in range(n_layers + 1):
-        dm, info = fitted(model, tokenizer, layer, args.mode, args, train)
+        dm, info = fitted(model, tokenizer, layer, args.mode, args, train, below)
+        below = dm
         start = time.perf_counter()
         r = dm.attribute_details(heldout.input_ids,
                                  additional_forward_args=(heldout.attention_mask,),

@@ -89,6 +89,20 @@ class GateProbe(nn.Module):
                              f"but the model gives {given}: it belongs to another model")
         return torch.stack([gate(x.float()) for gate, x in zip(self.gates, gate_inputs)], -1)
 
+    def start_from(self, lower: GateProbe) -> None:
+        """Takes ``lower``'s gates (its first ``len(lower.gates)``) and baseline: a probe of a
+        lower layer of the same model, in input mode."""
+        widths = [g.hidden.in_features for g in self.gates[:len(lower.gates)]]
+        if widths != [g.hidden.in_features for g in lower.gates] or \
+                self.gates[0].hidden.out_features != lower.gates[0].hidden.out_features or \
+                self.baseline.shape != lower.baseline.shape:
+            raise ValueError("init_from's probe does not fit this model's gates (other gate "
+                             "inputs or widths): it belongs to another model")
+        with torch.no_grad():
+            for gate, fitted in zip(self.gates, lower.gates):
+                gate.load_state_dict(fitted.state_dict())
+            self.baseline.copy_(lower.baseline)
+
     def apply(self, vectors: Tensor, keep: Tensor) -> Tensor:
         """``vectors * z + baseline * (1 - z)`` with the (batch, positions) keep values ``z``."""
         if vectors.shape[-1] != self.baseline.shape[-1]:

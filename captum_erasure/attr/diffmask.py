@@ -204,7 +204,8 @@ class DiffMask(UsesEngine, PerturbationAttribution):
             tokenizer: Any = None, batch_size: int = 16, epochs: int = 1,
             max_steps: int | None = None, seed: int = 0, lr: float = 1e-3,
             baseline_lr: float = 1e-2, multiplier_lr: float = 0.5, warmup_steps: int = 50,
-            max_length: int = 128, show_progress: bool = True) -> DiffMask:
+            max_length: int = 128, init_from: DiffMask | None = None,
+            show_progress: bool = True) -> DiffMask:
         """Train the probe, the baseline vector and the multiplier (the model stays frozen).
 
         ``data``: batches ``input_ids``, ``(input_ids, additional_forward_args)`` or
@@ -217,11 +218,19 @@ class DiffMask(UsesEngine, PerturbationAttribution):
         the multiplier must grow before the gates can close, or they all close at once and the
         exact zeros of the hard concrete gates pass no gradient back), gradient ascent (Adam)
         on the multiplier, clamped to [0, 200].
+
+        ``init_from`` (input mode): a fitted input-mode DiffMask of a lower layer of the same
+        model; a new probe starts from its gates 0..k, baseline and multiplier, the gates above
+        open. The authors fit all layers at once with shared gates; fitting layer by layer,
+        each from the one below, shares them the same way (independent fits of deeper layers
+        collapse within a few hundred steps: docs/diffmask.md).
         """
         if (data is None) == (texts is None):
             raise ValueError("fit takes either data (batches) or texts= with tokenizer=")
         if texts is not None and tokenizer is None:
             raise ValueError("fit(texts=...) needs tokenizer=")
+        if init_from is not None:
+            self._check_init_from(init_from)
         model = self.forward_func
         generator = torch.Generator().manual_seed(seed)
         stats = FitStats()
@@ -246,6 +255,8 @@ class DiffMask(UsesEngine, PerturbationAttribution):
                             with torch.random.fork_rng(devices=[]):
                                 torch.manual_seed(seed)
                                 self.probe = self._build_probe(gate_inputs, attention)
+                            if init_from is not None:
+                                self._start_from(init_from)
                         if not optimizers:
                             probe_device = gate_inputs[0].device
                             self.probe.to(probe_device)
@@ -281,6 +292,22 @@ class DiffMask(UsesEngine, PerturbationAttribution):
         stats.seconds = time.perf_counter() - start
         self.fit_stats = stats
         return self
+
+    def _check_init_from(self, previous: DiffMask) -> None:
+        if not isinstance(previous, DiffMask):
+            raise TypeError(f"init_from takes a fitted DiffMask, got {type(previous).__name__}")
+        if self.mode != "input" or previous.mode != "input":
+            raise ValueError(f"init_from is for input mode (the masked layer, the embeddings, is "
+                             f"then the same for every layer); got mode={self.mode!r} from "
+                             f"mode={previous.mode!r}")
+        if not previous.layer < self.layer:
+            raise ValueError(f"init_from must be a DiffMask of a lower layer; got layer "
+                             f"{previous.layer} for layer {self.layer}")
+        previous._fitted()
+
+    def _start_from(self, previous: DiffMask) -> None:
+        self.probe.start_from(previous._fitted())
+        self.multiplier = previous.multiplier.detach().clone().cpu()
 
     def _step(self, ids: Tensor, extra: Sequence[Any], original: Tensor,
               gate_inputs: list[Tensor], attention: Tensor, multiplier: nn.Parameter,

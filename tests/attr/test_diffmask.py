@@ -201,3 +201,53 @@ def test_clear_errors(tiny_setup) -> None:
                      additional_forward_args=(enc["attention_mask"],))
     with pytest.raises(TypeError, match="unexpected keyword"):
         DiffMask(model, layer=1, batchsize=3)
+
+
+def test_init_from_starts_from_the_lower_layers_probe(tiny_setup) -> None:
+    tokenizer, texts, enc = tiny_setup
+    model = build_tiny_model()
+    lower = _fit(model, texts, tokenizer, layer=1)
+    # learning rates 0: the probe stays where it started
+    upper = DiffMask(model, layer=2).fit(texts=texts, tokenizer=tokenizer, batch_size=4,
+                                         epochs=1, lr=0.0, baseline_lr=0.0, multiplier_lr=0.0,
+                                         init_from=lower, show_progress=False)
+    fresh = DiffMask(model, layer=2).fit(texts=texts, tokenizer=tokenizer, batch_size=4,
+                                         epochs=1, lr=0.0, baseline_lr=0.0, multiplier_lr=0.0,
+                                         show_progress=False)
+    for i in range(2):  # gates 0 and 1 are the lower probe's, gate 2 a new (open) one
+        for name, value in lower.probe.gates[i].state_dict().items():
+            assert torch.equal(upper.probe.gates[i].state_dict()[name], value)
+    for name, value in fresh.probe.gates[2].state_dict().items():
+        assert torch.equal(upper.probe.gates[2].state_dict()[name], value)
+    assert torch.equal(upper.probe.baseline, lower.probe.baseline)
+    assert not torch.equal(fresh.probe.baseline, lower.probe.baseline)
+    assert torch.equal(upper.multiplier, lower.multiplier)
+    # keep(upper) = keep(lower) * P(gate 2 open), and the new gate is open nearly everywhere
+    args = (enc["attention_mask"],)
+    keep_lower = lower.attribute(enc["input_ids"], additional_forward_args=args)
+    keep_upper = upper.attribute(enc["input_ids"], additional_forward_args=args)
+    assert (keep_upper <= keep_lower + 1e-12).all()
+    # a fit from there trains every gate, the copied ones too
+    trained = DiffMask(model, layer=2).fit(texts=texts, tokenizer=tokenizer, batch_size=4,
+                                           epochs=1, lr=1e-2, init_from=lower,
+                                           show_progress=False)
+    assert not torch.equal(trained.probe.gates[0].bias, lower.probe.gates[0].bias)
+    assert torch.equal(lower.probe.baseline, _fit(model, texts, tokenizer, layer=1).probe.baseline)
+
+
+def test_init_from_errors(tiny_setup) -> None:
+    tokenizer, texts, _ = tiny_setup
+    model = build_tiny_model()
+    lower = _fit(model, texts, tokenizer, layer=1)
+    fit = dict(texts=texts, tokenizer=tokenizer, max_steps=1, show_progress=False)
+    with pytest.raises(ValueError, match="lower layer; got layer 1 for layer 1"):
+        DiffMask(model, layer=1).fit(init_from=lower, **fit)
+    with pytest.raises(ValueError, match="for input mode"):
+        DiffMask(model, layer=2, mode="hidden").fit(init_from=lower, **fit)
+    with pytest.raises(NotFittedError, match="not fitted"):
+        DiffMask(model, layer=2).fit(init_from=DiffMask(model, layer=1), **fit)
+    with pytest.raises(TypeError, match="fitted DiffMask"):
+        DiffMask(model, layer=2).fit(init_from="probe.pt", **fit)
+    wider = build_tiny_model(hidden_size=24, intermediate_size=48)
+    with pytest.raises(ValueError, match="belongs to another model"):
+        DiffMask(wider, layer=2).fit(init_from=lower, **fit)
