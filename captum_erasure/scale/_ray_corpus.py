@@ -18,6 +18,7 @@ batch as one :class:`~captum_erasure.scale.corpus_run.ModelLoadError`.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import pickle
 from pathlib import Path
@@ -42,6 +43,22 @@ from captum_erasure.scale.corpus_run import (
 
 # the folder holding the captum_erasure package: a local Ray's workers import this same copy
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+OPTIONS = ("num_cpus", "cpus_per_actor", "runtime_env", "actor_heap")
+ACTOR_HEAPS = ("trimmed", "mapped")
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+
+
+def map_large_allocations(threshold: int = 128 * 1024) -> bool:
+    """glibc: every allocation of at least ``threshold`` bytes gets its own mapping, handed
+    back to the system when freed (``mallopt(M_MMAP_THRESHOLD)``; setting it also stops glibc
+    from raising the threshold as freed blocks grow, its default). A CPU actor's activation
+    tensors then never fragment its heap, so its peak stays flat over a corpus of any length,
+    at the cost of fresh zeroed pages for each large tensor (docs/ray.md). False off glibc."""
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, int(threshold)))
 
 
 def connect(address: str | None, options: dict) -> bool:
@@ -103,7 +120,9 @@ def to_dataset(source: Any, labels: Any, text_column: str, label_column: str | N
 class CorpusWorker:
     """One Ray actor: the model, loaded once, and the shared engine behind it."""
 
-    def __init__(self, job: dict, threads: int, use_gpu: bool) -> None:
+    def __init__(self, job: dict, threads: int, use_gpu: bool, heap: str = "trimmed") -> None:
+        if heap == "mapped" and not use_gpu:  # before the model's weights are allocated
+            map_large_allocations()
         torch.set_num_threads(threads)
         self.job = job
         self.schema = None if job["task"] == "tables" else parquet_schema(
@@ -153,6 +172,12 @@ def _cpus_per_actor(cpus: float, num_actors: int) -> float:
 def run(job: dict, source: Any, labels: Any, *, address: str | None,
         num_actors: int | None, options: dict) -> Any:
     import ray
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise TypeError(f"unknown ray_options {unknown}; known: {list(OPTIONS)}")
+    heap = options.get("actor_heap", "trimmed")
+    if heap not in ACTOR_HEAPS:
+        raise ValueError(f"ray_options['actor_heap'] must be one of {ACTOR_HEAPS}, got {heap!r}")
     started = connect(address, options)
     try:
         resources = ray.cluster_resources()
@@ -168,7 +193,7 @@ def run(job: dict, source: Any, labels: Any, *, address: str | None,
         mapped = dataset.map_batches(
             CorpusWorker, batch_size=size, batch_format="pyarrow",
             fn_constructor_kwargs=dict(job=job, threads=max(1, round(cpus_per_actor)),
-                                       use_gpu=gpus > 0),
+                                       use_gpu=gpus > 0, heap=heap),
             compute=ray.data.ActorPoolStrategy(size=num_actors), num_cpus=cpus_per_actor,
             num_gpus=1 if gpus else None)
         total = len(source) if isinstance(source, (list, tuple)) else None

@@ -87,9 +87,10 @@ def test_a_ray_dataset_read_by_the_local_backend(local_tables):
     assert_same_tables(result, local_tables)
 
 
-@pytest.mark.parametrize("actors,kind", [(1, "csv"), (2, "list"), (2, "ray"), (4, "jsonl"),
-                                         (2, "hf")])
-def test_tables_on_ray_equal_one_process(local_tables, tmp_path, actors, kind):
+@pytest.mark.parametrize("actors,kind,heap", [(1, "csv", "trimmed"), (2, "list", "mapped"),
+                                              (2, "ray", "trimmed"), (4, "jsonl", "trimmed"),
+                                              (2, "hf", "trimmed")])
+def test_tables_on_ray_equal_one_process(local_tables, tmp_path, actors, kind, heap):
     if kind == "list":
         source, labels, columns = TEXTS, LABELS, {}
     elif kind in ("ray", "hf"):
@@ -100,8 +101,16 @@ def test_tables_on_ray_equal_one_process(local_tables, tmp_path, actors, kind):
         columns = dict(text_column="review", label_column="stars")
     result = corpus_tables(source, labels=labels, model=tiny_factory, texts_per_call=GROUP,
                            keep_negative=10, backend="ray", num_actors=actors,
-                           show_progress=False, **columns)
+                           show_progress=False, ray_options={"actor_heap": heap}, **columns)
     assert_same_tables(result, local_tables)
+
+
+def test_bad_ray_options_are_named():
+    with pytest.raises(TypeError, match=r"unknown ray_options \['num_gpus'\]"):
+        corpus_tables(TEXTS, model=tiny_factory, backend="ray", ray_options={"num_gpus": 1})
+    with pytest.raises(ValueError, match="actor_heap'] must be one of"):
+        corpus_tables(TEXTS, model=tiny_factory, backend="ray",
+                      ray_options={"actor_heap": "jemalloc"})
 
 
 @pytest.mark.parametrize("kind", ["parquet", "hf"])
