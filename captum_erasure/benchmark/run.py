@@ -232,6 +232,9 @@ def main(argv: Sequence[str] | None = None) -> BenchmarkResult:
                              f"{FULL.diffmask_steps}, quick {QUICK.diffmask_steps})")
     parser.add_argument("--diffmask-layer", type=int, default=None,
                         help="DiffMask's layer (default: the last)")
+    parser.add_argument("--diffmask-probe", default=None, metavar="PATH",
+                        help="explain with this saved DiffMask probe (DiffMask.save, e.g. "
+                             "examples/diffmask_layers.py's) instead of fitting one")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                         help="run each method as a Ray task: alone, a local Ray started and "
@@ -249,6 +252,10 @@ def main(argv: Sequence[str] | None = None) -> BenchmarkResult:
     if args.diffmask_steps is not None or args.diffmask_layer is not None:
         settings = replace(settings, diffmask_layer=args.diffmask_layer,
                            diffmask_steps=args.diffmask_steps or settings.diffmask_steps)
+    if args.diffmask_probe:
+        if not Path(args.diffmask_probe).is_file():
+            parser.error(f"--diffmask-probe: no file {args.diffmask_probe}")
+        settings = replace(settings, diffmask_probe=args.diffmask_probe)
     n = min(args.n, 8) if args.quick else args.n
     show = not args.no_progress
     model, tokenizer, model_name = _load_model(args.model)

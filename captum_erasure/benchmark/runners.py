@@ -200,10 +200,17 @@ def reduction_scores(n_words: int, removal_path: list[int], kept: list[int],
 def prepare_diffmask(ctx: MethodContext) -> dict[str, float]:
     """Fits DiffMask once, outside the explanation cost (or loads the cached probe of the same
     settings): input mode at the settings' layer (default: the last), ``diffmask_steps``
-    steps of ``batch_size`` 16 on the Rotten Tomatoes training snippets, seed ``ctx.seed``."""
+    steps of ``batch_size`` 16 on the Rotten Tomatoes training snippets, seed ``ctx.seed``.
+    With ``diffmask_probe`` (a file of :meth:`DiffMask.save`), that probe at its own layer."""
     from captum_erasure.attr.diffmask import DiffMask
     from captum_erasure.data import load_rotten_tomatoes
     s = ctx.settings
+    if s.diffmask_probe:
+        saved = torch.load(s.diffmask_probe, map_location="cpu", weights_only=True)
+        method = DiffMask(ctx.model, layer=saved["layer"], mode=saved["mode"],
+                          mask_token_id=ctx.tokenizer.mask_token_id).load(s.diffmask_probe)
+        ctx.diffmask = method
+        return {"fit_seconds": 0.0, "fit_rows": 0.0}
     layer = s.diffmask_layer if s.diffmask_layer is not None else \
         ctx.model.config.num_hidden_layers
     method = DiffMask(ctx.model, layer=layer, mode="input",
@@ -369,6 +376,9 @@ METHOD_NOTES = {
 
 
 def method_note(name: str, s: BenchmarkSettings) -> str:
+    if name == "DiffMask" and s.diffmask_probe:
+        return (f"ours, De Cao et al., the saved probe {s.diffmask_probe} (its layer, mode and "
+                f"fit), word = max keep probability")
     return METHOD_NOTES.get(name, "").format(
         top_k=s.marginalization_top_k, ig=s.ig_steps, lime=s.lime_samples,
         kshap=s.kernel_shap_samples, svs=s.shapley_samples, lit_ig=s.lit_ig_steps,

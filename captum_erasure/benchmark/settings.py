@@ -25,6 +25,7 @@ class BenchmarkSettings:
     diffmask_steps: int = 300      # DiffMask fit steps (batches of 16 training snippets)
     diffmask_layer: int | None = None  # None: the last layer
     diffmask_cache: str | None = "outputs/diffmask/benchmark_probes"
+    diffmask_probe: str | None = None  # a saved probe (DiffMask.save) explains instead of a fit
 
 
 FULL = BenchmarkSettings()

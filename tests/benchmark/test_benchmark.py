@@ -168,6 +168,31 @@ def test_diffmask_row_costs_one_row_per_example_and_reports_its_fit(tmp_path, on
     assert "fit s (once)" in (tmp_path / "report.md").read_text()
 
 
+def test_diffmask_row_from_a_saved_probe_equals_the_fitted_one(tmp_path, one_thread,
+                                                               monkeypatch):
+    from dataclasses import replace
+
+    import pandas as pd
+
+    import captum_erasure.benchmark as benchmark
+    import captum_erasure.data as data
+    frame = pd.DataFrame({"text": TEXTS * 4, "label": LABELS * 4})
+    monkeypatch.setattr(data, "load_rotten_tomatoes", lambda split: frame)
+    common = dict(methods=["DiffMask"], valences=VALENCES, seed=0, show_progress=False)
+    fitted = run_benchmark(two_class(0), toy_tokenizer(), TEXTS, LABELS, out=tmp_path / "fit",
+                           settings=replace(QUICK, diffmask_cache=str(tmp_path / "probes")),
+                           **common)
+    probe = next((tmp_path / "probes").glob("*.pt"))
+    loaded = run_benchmark(two_class(0), toy_tokenizer(), TEXTS, LABELS, out=tmp_path / "load",
+                           settings=replace(QUICK, diffmask_probe=str(probe)), **common)
+    assert list(loaded.per_example["word_scores"]) == list(fitted.per_example["word_scores"])
+    row = loaded.summary.set_index("method").loc["DiffMask"]
+    assert row["fit_rows"] == 0 and row["rows_per_example"] == 1
+    assert str(probe) in (tmp_path / "load" / "report.md").read_text()
+    with pytest.raises(SystemExit):
+        benchmark.main(["--quick", "--diffmask-probe", str(tmp_path / "missing.pt")])
+
+
 def test_reduction_scores_order_kept_words_by_their_own_evidence():
     from captum_erasure.benchmark.runners import reduction_scores
     # 5 words; 3 then 0 removed; 1, 2, 4 kept with leave-one-out drops 0.1, 0.5, 0.3.
