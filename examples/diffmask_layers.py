@@ -122,9 +122,23 @@ def main() -> None:
 
     table = pd.DataFrame(rows)
     table.to_csv(out / "layers.csv", index=False)
-    (out / "layers.md").write_text(table.to_markdown(index=False, floatfmt=".3f") + "\n")
+    (out / "layers.md").write_text(markdown(table))
     print(table.to_string(index=False))
     plot(out, heat, one.words[0], table, args)
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """The per-layer table: integers as integers, the learning rate as written, the rest to 3
+    decimals."""
+    shown = table.copy().astype(object)
+    for column in shown:
+        if column in ("layer", "fit_steps", "fit_rows", "init_from"):
+            shown[column] = table[column].map(lambda v: "" if pd.isna(v) else str(int(v)))
+        elif column == "lr":
+            shown[column] = table[column].map(lambda v: f"{v:g}")
+        else:
+            shown[column] = table[column].map(lambda v: f"{v:.3f}")
+    return shown.to_markdown(index=False, disable_numparse=True) + "\n"
 
 
 def plot(out: Path, heat: list, words: list[str], table: pd.DataFrame, args) -> None:
