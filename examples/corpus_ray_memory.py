@@ -120,7 +120,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--texts-per-call", type=int, default=64)
     parser.add_argument("--trace-dir", type=Path, default=None,
                         help="write each actor's memory every 5 s here (actor_rss_N.csv)")
+    parser.add_argument("--actor-heap", choices=["trimmed", "mapped"], default="trimmed",
+                        help="ray_options['actor_heap'] of the run (docs/ray.md)")
+    parser.add_argument("--actor-env", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="environment variables of the actors (e.g. glibc's "
+                             "MALLOC_MMAP_THRESHOLD_=131072); written to the heap column")
     return parser.parse_args(argv)
+
+
+def actor_env(args: argparse.Namespace) -> dict[str, str]:
+    pairs = [item.partition("=") for item in args.actor_env]
+    if any(not key or not eq for key, eq, _ in pairs):
+        raise SystemExit(f"--actor-env takes KEY=VALUE pairs, got {args.actor_env}")
+    return {key: value for key, _, value in pairs}
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -142,14 +154,17 @@ def measure(args: argparse.Namespace) -> dict:
         root = str(Path(__file__).resolve().parents[1])
         ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"PYTHONPATH": root, "OMP_NUM_THREADS": "1",
-                                           MARKER.split("=")[0]: MARKER.split("=")[1]}})
+                                           MARKER.split("=")[0]: MARKER.split("=")[1],
+                                           **actor_env(args)}})
         monitor.start()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu_before = usage.ru_utime + usage.ru_stime
     start = time.perf_counter()
     result = corpus_tables(texts, labels=labels, model=model, backend=args.backend,
                            num_actors=args.actors, texts_per_call=args.texts_per_call,
-                           show_progress=False)
+                           show_progress=False,
+                           ray_options={"actor_heap": args.actor_heap}
+                           if args.backend == "ray" else None)
     seconds = time.perf_counter() - start
     monitor.done.set()
     if args.trace_dir is not None and monitor.trace:
@@ -177,7 +192,9 @@ def measure(args: argparse.Namespace) -> dict:
                 load_avg=f"{load_before:.1f}-{os.getloadavg()[0]:.1f}",
                 actor_anon_peak_mib=monitor.peak_of("RssAnon"),
                 actor_shmem_peak_mib=monitor.peak_of("RssShmem"),
-                actor_file_peak_mib=monitor.peak_of("RssFile"), heap=HEAP)
+                actor_file_peak_mib=monitor.peak_of("RssFile"),
+                heap="; ".join([HEAP if args.actor_heap == "trimmed" or args.backend != "ray"
+                                else "mapped large blocks, trimmed per group", *args.actor_env]))
 
 
 def measure_sizes(args: argparse.Namespace) -> None:
@@ -190,6 +207,9 @@ def measure_sizes(args: argparse.Namespace) -> None:
                        "--texts-per-call", str(args.texts_per_call)]
             if args.trace_dir is not None:
                 command += ["--trace-dir", str(args.trace_dir)]
+            if args.actor_env:
+                command += ["--actor-env", *args.actor_env]
+            command += ["--actor-heap", args.actor_heap]
             done = subprocess.run(command, capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
