@@ -321,7 +321,8 @@ def corpus_tables(source: Any, *, model: Any = "default", labels: Any = None,
         backend: ``"local"`` (this process) or ``"ray"``: ``address`` joins a cluster
             (``"auto"``, ``"ray://..."``), else a local Ray is started and stopped;
             ``num_actors`` (default one per GPU, else one per CPU); ``ray_options``:
-            ``num_cpus`` (local Ray), ``cpus_per_actor``, ``runtime_env``.
+            ``num_cpus`` (local Ray), ``cpus_per_actor``, ``runtime_env``, ``actor_heap``
+            (``"trimmed"`` or ``"mapped"``: flat CPU-actor memory, more CPU; docs/ray.md).
         explain_kwargs: ``batch_size``, ``max_length``, ``truncate``, ``baseline_token``.
     """
     corpus = dict(lowercase=lowercase, min_count=min_count, examples_per_word=examples_per_word,
