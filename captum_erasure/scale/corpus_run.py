@@ -453,6 +453,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--actors", type=int, default=None, help="Ray actors (default: one "
                         "per GPU, else one per CPU)")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray")
+    parser.add_argument("--actor-heap", choices=["trimmed", "mapped"], default="trimmed",
+                        help="mapped: flat CPU-actor memory for ~1/3 more CPU (docs/ray.md)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="rotten_tomatoes:SPLIT repeated this many times")
     parser.add_argument("--texts-per-call", type=int, default=64)
@@ -471,7 +473,9 @@ def main(argv: list[str] | None = None) -> None:
                   texts_per_call=args.texts_per_call, batch_size=args.batch_size,
                   backend="local" if args.ray is None else "ray", address=args.ray or None,
                   num_actors=args.actors,
-                  ray_options={} if args.num_cpus is None else {"num_cpus": args.num_cpus})
+                  ray_options=None if args.ray is None else dict(
+                      actor_heap=args.actor_heap,
+                      **({} if args.num_cpus is None else {"num_cpus": args.num_cpus})))
     if args.task == "tables":
         result = corpus_tables(source, min_count=args.min_count, **common)
         written = result.save(args.out)

@@ -173,7 +173,7 @@ def test_a_model_that_fails_to_load_is_one_clear_error_not_a_hang():
 
 def test_command_line_starts_and_stops_its_own_ray(local_tables, tmp_path):
     """`--ray` alone: the run starts a local Ray (the fixture's is in another process), puts
-    this checkout on its workers' path, and stops it."""
+    this checkout on its workers' path, and stops it (its actors' large blocks mapped)."""
     import subprocess
     import sys
     path = write_corpus(tmp_path, "csv")
@@ -183,7 +183,7 @@ def test_command_line_starts_and_stops_its_own_ray(local_tables, tmp_path):
         [sys.executable, "-m", "captum_erasure.scale.corpus_run", str(path), "--ray",
          "--num-cpus", "2", "--actors", "2", "--model", "ray_toys:tiny_factory",
          "--text-column", "review", "--label-column", "stars", "--texts-per-call", str(GROUP),
-         "--min-count", "1", "--out", str(tmp_path / "tables")],
+         "--min-count", "1", "--actor-heap", "mapped", "--out", str(tmp_path / "tables")],
         capture_output=True, text=True, env=env, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     import pandas as pd
