@@ -46,7 +46,12 @@ def fitted(model, tokenizer, layer: int, mode: str, args, train: list[str],
     path = Path(args.out) / "probes" / f"{name}.pt"
     info_path = path.with_suffix(".json")
     if path.is_file() and info_path.is_file():
-        return dm.load(path), json.loads(info_path.read_text())
+        info = json.loads(info_path.read_text())
+        if (info["fit_steps"], info.get("lr", args.lr)) != (args.steps, args.lr):
+            raise SystemExit(f"{path} was fitted with {info['fit_steps']} steps at lr "
+                             f"{info.get('lr')}, not {args.steps} at {args.lr}: use another "
+                             f"--out or delete it")
+        return dm.load(path), info
     dm.fit(texts=train, tokenizer=tokenizer, batch_size=args.batch_size, max_steps=args.steps,
            seed=args.seed, lr=args.lr, init_from=below if chained else None,
            show_progress=True)
@@ -57,7 +62,8 @@ def fitted(model, tokenizer, layer: int, mode: str, args, train: list[str],
             "fit_rows": dm.fit_stats.rows,
             "fit_kl_last20": sum(h["kl"] for h in last) / len(last),
             "fit_kept_last20": sum(h["l0"] for h in last) / len(last),
-            "multiplier": float(dm.multiplier), "lr": args.lr, "init_from": below.layer if chained else None}
+            "multiplier": float(dm.multiplier), "lr": args.lr,
+            "init_from": below.layer if chained else None}
     info_path.write_text(json.dumps(info, indent=1))
     return dm, info
 

@@ -18,7 +18,6 @@ batch as one :class:`~captum_erasure.scale.corpus_run.ModelLoadError`.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import pickle
 from pathlib import Path
@@ -34,6 +33,7 @@ from captum_erasure.scale.corpus_run import (
     explain_group,
     explanation_table,
     file_kind,
+    glibc,
     is_hf_dataset,
     is_ray_dataset,
     load_model,
@@ -54,11 +54,8 @@ def map_large_allocations(threshold: int = 128 * 1024) -> bool:
     from raising the threshold as freed blocks grow, its default). A CPU actor's activation
     tensors then never fragment its heap, so its peak stays flat over a corpus of any length,
     at the cost of fresh zeroed pages for each large tensor (docs/ray.md). False off glibc."""
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt(M_MMAP_THRESHOLD, int(threshold)))
+    libc = glibc()
+    return libc is not None and bool(libc.mallopt(M_MMAP_THRESHOLD, int(threshold)))
 
 
 def connect(address: str | None, options: dict) -> bool:

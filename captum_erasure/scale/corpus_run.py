@@ -219,11 +219,18 @@ def explain_group(model: Any, tokenizer: Any, texts: list[str], labels: list[Any
 
 
 @functools.lru_cache(maxsize=1)
-def _malloc_trim() -> Callable[[int], int] | None:
+def glibc() -> Any:
+    """The C library if it is glibc (``malloc_trim``, ``mallopt``), else None (macOS, musl)."""
     try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to hand back
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
         return None
+    return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    libc = glibc()
+    return None if libc is None else libc.malloc_trim
 
 
 def release_freed_memory() -> None:
