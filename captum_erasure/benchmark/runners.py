@@ -37,15 +37,17 @@ ALL_METHODS = ("Random",) + OUR_METHODS + CAPTUM_METHODS + LIT_METHODS
 
 # -- cost accounting ---------------------------------------------------------------------------
 class ForwardCounter:
-    """Counts forward calls and rows of modules through a forward hook, whoever calls them
-    (rows from the first positional tensor or the ``input_ids``/``inputs_embeds`` keyword)."""
+    """Counts forward calls and rows of modules through a forward pre-hook, whoever calls them
+    (rows from the first positional tensor or the ``input_ids``/``inputs_embeds`` keyword).
+    Counted on entry, so a call stopped inside the model counts too (WordInformation stops it
+    once its layer has run)."""
 
     def __init__(self, *modules: nn.Module) -> None:
         self.calls = self.rows = 0
-        self.handles = [m.register_forward_hook(self._hook_kw, with_kwargs=True)
+        self.handles = [m.register_forward_pre_hook(self._hook_kw, with_kwargs=True)
                         for m in modules if m is not None]
 
-    def _hook_kw(self, _module: nn.Module, args: tuple, kwargs: dict, _out: Any) -> None:
+    def _hook_kw(self, _module: nn.Module, args: tuple, kwargs: dict) -> None:
         self.calls += 1
         value = args[0] if args else kwargs.get("input_ids", kwargs.get("inputs_embeds"))
         self.rows += int(value.shape[0]) if isinstance(value, Tensor) and value.dim() else 0

@@ -83,6 +83,9 @@ def test_quick_benchmark_writes_its_report(tmp_path, one_thread):
     words = sum(len(e.words) for e in encode_examples(tokenizer, TEXTS, LABELS)) / len(TEXTS)
     assert summary.loc["WordErasure", "rows_per_example"] == pytest.approx(1 + words)
     assert summary.loc["InputMarginalization", "mlm_rows_per_example"] > 0
+    # WordInformation stops the model once its layer has run; its rows count all the same: the
+    # clean pass and one noisy pass per Adam step.
+    assert summary.loc["WordInformation", "rows_per_example"] == QUICK.information_steps + 1
     report = (tmp_path / "report.md").read_text()
     assert "## Faithfulness" in report and "VADER" in report and "LIT LIME" in report
     for name in ("summary.csv", "per_example.csv", "results.json", "curves.png",
