@@ -5,8 +5,9 @@ output entropy on beam-reduced training snippets (:mod:`captum_erasure.models.en
 cached), then measures, before and after, on the Rotten Tomatoes held-out splits:
 
 1. accuracy on the whole test and dev splits;
-2. beam-3 input reduction (gradient importance) of the first ``--n-heldout`` test snippets, run
-   on each model: the confidence (probability of the predicted label) of the originals and of
+2. beam-3 input reduction (gradient importance) of ``--n-heldout`` test snippets (the first ones,
+   or with ``--heldout balanced`` a seeded sample of half per gold label), run on each model:
+   the confidence (probability of the predicted label) of the originals and of
    the reduced inputs, and how many words the reduction keeps; plus the fine-tuned model's
    confidence on the *base* model's reductions (the same short inputs, before re-reducing).
 
@@ -36,6 +37,7 @@ import torch
 
 from captum_erasure._core.engine import output_logits
 from captum_erasure.data import load_rotten_tomatoes
+from captum_erasure.metrics.bootstrap import paired_bootstrap
 from captum_erasure.models.default import evaluate_accuracy, load_default_model
 from captum_erasure.models.entropy_finetune import (
     EntropySettings,
@@ -127,9 +129,44 @@ def summarize(name: str, model, tokenizer, reduction: pd.DataFrame) -> dict:
     return row
 
 
+def held_out_snippets(n: int, how: str, seed: int = 0) -> pd.DataFrame:
+    """The first ``n`` test snippets (the split is sorted positive first, so these are nearly all
+    positive), or ``n / 2`` of each gold label sampled with ``seed``, in the split's order."""
+    test = load_rotten_tomatoes("test")
+    if how == "first":
+        return test.head(n)
+    picked = [part.sample(n=n // 2, random_state=seed) for _, part in test.groupby("label")]
+    return pd.concat(picked).sort_index()
+
+
+def by_label(before: pd.DataFrame, after: pd.DataFrame, labels: list[int]) -> pd.DataFrame:
+    """Words kept before and after per gold label, with the paired 95 % interval of the
+    per-snippet difference (after - before) and how many got longer / shorter."""
+    rows = []
+    gold = np.asarray(labels)
+    for name, chosen in (("all", np.ones(len(gold), bool)), ("gold negative", gold == 0),
+                         ("gold positive", gold == 1)):
+        if not chosen.any():
+            continue
+        b, a = before.kept.to_numpy()[chosen], after.kept.to_numpy()[chosen]
+        diff = paired_bootstrap(a, b)
+        rows.append({"snippets": name, "n": int(chosen.sum()), "words": before.words[chosen].mean(),
+                     "kept before": b.mean(), "kept after": a.mean(),
+                     "after - before [95% CI]": f"{diff.mean:+.2f} [{diff.low:+.2f}, {diff.high:+.2f}]",
+                     "longer": int((a > b).sum()), "shorter": int((a < b).sum()),
+                     "one word before": (b == 1).mean(), "one word after": (a == 1).mean(),
+                     "reduced more confident before": (
+                         before.reduced_confidence > before.original_confidence)[chosen].mean(),
+                     "reduced more confident after": (
+                         after.reduced_confidence > after.original_confidence)[chosen].mean()})
+    return pd.DataFrame(rows).set_index("snippets")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n-heldout", type=int, default=150, help="test snippets reduced")
+    parser.add_argument("--heldout", choices=("first", "balanced"), default="first",
+                        help="the first test snippets, or a seeded sample of half per label")
     parser.add_argument("--n-originals", type=int, default=EntropySettings.n_originals)
     parser.add_argument("--n-reduced", type=int, default=EntropySettings.n_reduced)
     parser.add_argument("--beam", type=int, default=EntropySettings.beam_size)
@@ -139,6 +176,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=EntropySettings.seed)
     parser.add_argument("--path-words", type=int, default=EntropySettings.path_words,
                         help="entropy also on reduction-path states of at most this many words")
+    parser.add_argument("--rounds", type=int, default=EntropySettings.rounds,
+                        help="> 1: reduce the training snippets again on the fine-tuned model "
+                             "and fine-tune once more, this many rounds in all")
     parser.add_argument("--min-confidence", type=float, default=None,
                         help="confidence floor of the held-out reductions (both models)")
     parser.add_argument("--threads", type=int, default=1)
@@ -150,10 +190,11 @@ def main() -> None:
     settings = EntropySettings(n_originals=args.n_originals, n_reduced=args.n_reduced,
                                beam_size=args.beam, entropy_weight=args.weight,
                                epochs=args.epochs, lr=args.lr, seed=args.seed,
-                               path_words=args.path_words)
+                               path_words=args.path_words, rounds=args.rounds)
     floor = "" if args.min_confidence is None else f"_floor{args.min_confidence:g}"
+    floor += "" if args.heldout == "first" else f"_{args.heldout}"
 
-    held_out = load_rotten_tomatoes("test").head(args.n_heldout)
+    held_out = held_out_snippets(args.n_heldout, args.heldout)
     texts, ids = held_out.text.tolist(), held_out.id.tolist()
     base, tokenizer = load_default_model()
     before = reduction_table(
@@ -179,10 +220,14 @@ def main() -> None:
     info = json.loads((folder / "info.json").read_text())
     (out / f"summary_{tag}.json").write_text(json.dumps(
         {"settings": info["settings"], "train_seconds": info["train_seconds"],
-         "n_heldout": args.n_heldout, "min_confidence": args.min_confidence,
+         "n_heldout": args.n_heldout, "heldout": args.heldout, "min_confidence": args.min_confidence,
          "n_reduced_texts": info.get("n_reduced_texts"), "model_dir": str(folder),
          "rows": table.reset_index().to_dict(orient="records")}, indent=2, default=float))
     markdown = table.T.to_markdown(floatfmt=".3f")
+    labels = by_label(before, after, held_out.label.tolist())
+    labels.to_csv(out / f"by_label_{tag}.csv")
+    markdown += "\n\nWords kept by the beam reduction, per gold label:\n\n"
+    markdown += labels.T.to_markdown(floatfmt=".3f")
     (out / f"summary_{tag}.md").write_text(markdown + "\n")
     print(f"model: {folder}\nsettings: {info['settings']}\n{markdown}")
 

@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -282,6 +282,14 @@ class EntropySettings:
     # > 0: the entropy term also sees the states of each training reduction's path that keep
     # at most this many words (path_reduced_texts), not only the final reductions
     path_words: int = 0
+    # > 1: after each round of fine-tuning, the same training snippets are reduced again on the
+    # fine-tuned model and it is fine-tuned once more on every round's reductions (Feng et al.
+    # reduce once, with the model before fine-tuning)
+    rounds: int = 1
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ValueError(f"rounds must be >= 1, got {self.rounds}")
 
     def key(self, *fields: str) -> str:
         chosen = {name: value for name, value in asdict(self).items()
@@ -292,7 +300,7 @@ class EntropySettings:
 
 # Settings added after models were cached: left out of the key at these values, so that the
 # settings of those models keep their folder names (550f36cc61 for the defaults).
-_ADDED_LATER = {"path_words": 0}
+_ADDED_LATER = {"path_words": 0, "rounds": 1}
 
 
 def entropy_model_dir(settings: EntropySettings = EntropySettings()) -> Path:
@@ -317,6 +325,13 @@ def reduced_training_texts(settings: EntropySettings = EntropySettings(), *,
         if "removal_path" in frame or not settings.path_words:
             return frame
     model, tokenizer = load_default_model(show_progress=show_progress)
+    return _reduce_and_cache(model, tokenizer, settings, path, show_progress)
+
+
+def _reduce_and_cache(model: nn.Module, tokenizer: Any, settings: EntropySettings, path: Path,
+                      show_progress: bool) -> pd.DataFrame:
+    """Reduces the first ``n_reduced`` training snippets on ``model`` and writes them to
+    ``path`` (see :func:`reduced_training_texts`)."""
     sample = _training_sample(settings).head(settings.n_reduced)
     started = time.perf_counter()
     results = reduce_texts(model, tokenizer, sample["text"].tolist(),
@@ -337,6 +352,28 @@ def reduced_training_texts(settings: EntropySettings = EntropySettings(), *,
     return frame
 
 
+def _reduced_again(model: nn.Module, tokenizer: Any, settings: EntropySettings, round_: int,
+                   show_progress: bool) -> pd.DataFrame:
+    """Round ``round_``'s reductions: the training snippets reduced on the model fine-tuned
+    for ``round_ - 1`` rounds (cached by those settings)."""
+    before = replace(settings, rounds=round_ - 1)
+    path = cache_dir() / "models" / (f"{DEFAULT_MODEL_DIRNAME}-reduced-{before.key()}"
+                                     f"-round{round_}.json")
+    if path.is_file():
+        return pd.read_json(path, orient="records")
+    return _reduce_and_cache(model, tokenizer, settings, path, show_progress)
+
+
+def _entropy_texts(model: nn.Module, tokenizer: Any, reduced: pd.DataFrame,
+                   settings: EntropySettings) -> list[str]:
+    """The texts the entropy term sees: the final reductions, or their path states."""
+    if not settings.path_words:
+        return reduced["reduced_text"].tolist()
+    return path_reduced_texts(model, tokenizer, reduced["text"].tolist(),
+                              reduced["removal_path"].tolist(), settings.path_words,
+                              max_length=settings.max_length)
+
+
 def build_entropy_model(settings: EntropySettings = EntropySettings(), *,
                         show_progress: bool = True) -> tuple[nn.Module, Any, dict[str, Any]]:
     """Fine-tune the default model with :func:`entropy_fine_tune` and cache it in
@@ -344,17 +381,21 @@ def build_entropy_model(settings: EntropySettings = EntropySettings(), *,
     reduced = reduced_training_texts(settings, show_progress=show_progress)
     model, tokenizer = load_default_model(show_progress=show_progress)
     sample = _training_sample(settings)
-    reduced_texts = reduced["reduced_text"].tolist()
-    if settings.path_words:
-        reduced_texts = path_reduced_texts(model, tokenizer, reduced["text"].tolist(),
-                                           reduced["removal_path"].tolist(),
-                                           settings.path_words, max_length=settings.max_length)
+    reduced_texts = _entropy_texts(model, tokenizer, reduced, settings)
     started = time.perf_counter()
-    history = entropy_fine_tune(
-        model, tokenizer, sample["text"].tolist(), sample["label"].tolist(),
-        reduced_texts, entropy_weight=settings.entropy_weight,
-        epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr,
-        max_length=settings.max_length, seed=settings.seed, show_progress=show_progress)
+    histories = []
+    for round_ in range(1, settings.rounds + 1):
+        if round_ > 1:  # reduce again on the model as fine-tuned so far
+            again = _reduced_again(model, tokenizer, settings, round_, show_progress)
+            reduced_texts = reduced_texts + _entropy_texts(model, tokenizer, again, settings)
+        history = entropy_fine_tune(
+            model, tokenizer, sample["text"].tolist(), sample["label"].tolist(),
+            reduced_texts, entropy_weight=settings.entropy_weight,
+            epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr,
+            max_length=settings.max_length, seed=settings.seed + round_ - 1,
+            show_progress=show_progress)
+        histories.append(history.assign(round=round_))
+    history = pd.concat(histories, ignore_index=True)
     seconds = time.perf_counter() - started
     dev = load_rotten_tomatoes("dev")
     info = {"base": f"{DEFAULT_MODEL_DIRNAME} (load_default_model)",

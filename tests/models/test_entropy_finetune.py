@@ -4,7 +4,9 @@ toys and a tiny random BERT: the entropy term, save/load, errors."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
+import pandas as pd
 import pytest
 import torch
 from conftest import TINY_VOCAB, build_tiny_model, build_tiny_tokenizer
@@ -12,6 +14,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from captum_erasure._core.engine import output_logits
+from captum_erasure.models import entropy_finetune as module
 from captum_erasure.models.default import evaluate_accuracy
 from captum_erasure.models.entropy_finetune import (
     WEIGHTS_FILENAME,
@@ -115,8 +118,50 @@ def test_settings_added_later_keep_the_cached_models_key():
     # the defaults' folder name was fixed before path_words existed
     assert EntropySettings().key() == "550f36cc61"
     assert EntropySettings(path_words=0).key() == "550f36cc61"
+    assert EntropySettings(rounds=1).key() == "550f36cc61"
     assert EntropySettings(path_words=4).key() not in ("550f36cc61",
                                                        EntropySettings(path_words=5).key())
+
+
+def test_later_rounds_reduce_again_on_the_fine_tuned_model(tmp_path, monkeypatch):
+    frame = pd.DataFrame({"id": range(len(TEXTS)), "text": TEXTS, "label": LABELS})
+    tokenizer = build_tiny_tokenizer()
+    monkeypatch.setattr(module, "cache_dir", lambda: tmp_path)
+    monkeypatch.setattr(module, "load_rotten_tomatoes", lambda split: frame)
+    monkeypatch.setattr(module, "load_default_model", lambda show_progress: (
+        build_tiny_model(num_labels=2, id2label=None, label2id=None), tokenizer))
+    reduced_on, tuned_after = [], []  # the weights each reduction / fine-tuning left
+
+    def snapshot(model):
+        return {k: v.clone() for k, v in model.state_dict().items()}
+
+    def recording_reduce(model, *args, **kwargs):
+        reduced_on.append(snapshot(model))
+        return reduce_texts(model, *args, **kwargs)
+
+    def recording_fine_tune(model, *args, **kwargs):
+        history = entropy_fine_tune(model, *args, **kwargs)
+        tuned_after.append(snapshot(model))
+        return history
+
+    monkeypatch.setattr(module, "reduce_texts", recording_reduce)
+    monkeypatch.setattr(module, "entropy_fine_tune", recording_fine_tune)
+    settings = EntropySettings(n_originals=8, n_reduced=4, rounds=2, lr=1e-2, batch_size=4)
+    assert settings.key() != EntropySettings(n_originals=8, n_reduced=4, lr=1e-2,
+                                             batch_size=4).key()
+    model, _, info = module.build_entropy_model(settings, show_progress=False)
+    assert len(reduced_on) == len(tuned_after) == 2
+    # round 2 reduced on the weights round 1 left, not on the base model's
+    assert all(torch.equal(reduced_on[1][k], tuned_after[0][k]) for k in reduced_on[1])
+    assert not all(torch.equal(reduced_on[0][k], reduced_on[1][k]) for k in reduced_on[0])
+    assert info["n_reduced_texts"] == 8           # both rounds' reductions
+    history = pd.read_csv(module.entropy_model_dir(settings) / "history.csv")
+    assert history["round"].tolist() == [1, 1, 2, 2]
+    round_one = replace(settings, rounds=1).key()
+    assert (tmp_path / "models" / f"{module.DEFAULT_MODEL_DIRNAME}-reduced-{round_one}"
+            "-round2.json").is_file()
+    with pytest.raises(ValueError, match="rounds must be >= 1"):
+        EntropySettings(rounds=0)
 
 
 def test_entropy_term_raises_reduced_entropy_while_accuracy_holds():
