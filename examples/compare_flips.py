@@ -328,8 +328,6 @@ def main() -> None:
     parser.add_argument("--prior-weight", type=float, default=0.05,
                         help="weight of the policy's KL pull to Bernoulli(--prior) in fit")
     parser.add_argument("--prior", type=float, default=0.1)
-    parser.add_argument("--prior-scope", choices=("word", "text"), default="word",
-                        help="the KL pulls each word's erase probability, or each text's mean")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--fit-only", action="store_true", help="stop after the fit")
     parser.add_argument("--collect", default=None,
@@ -359,7 +357,7 @@ def main() -> None:
         return
 
     explainer = MinimalErasure(model, representation, seed=0, prior=args.prior,
-                               prior_weight=args.prior_weight, prior_scope=args.prior_scope,
+                               prior_weight=args.prior_weight,
                                learning_rate=args.learning_rate)
     policy = Path(args.policy) if args.policy else out / "policy.pt"
     if args.unfitted:
@@ -378,7 +376,7 @@ def main() -> None:
             rows=int(history.rows.sum()), steps=len(history),
             final_flip_rate=float(history.flip_rate.tail(10).mean()),
             final_erase_probability=float(history.erase_probability.tail(10).mean()),
-            prior=args.prior, prior_weight=args.prior_weight, prior_scope=args.prior_scope,
+            prior=args.prior, prior_weight=args.prior_weight,
             learning_rate=args.learning_rate, batch=args.fit_batch)))
         print(f"fit: {seconds:.0f} s, {int(history.rows.sum())} rows", flush=True)
     if args.fit_only:

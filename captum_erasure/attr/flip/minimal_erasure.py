@@ -93,9 +93,8 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
         refine_steps, refine_learning_rate: REINFORCE steps (``samples`` masks per text each,
             within the budget) on a copy of the policy for the texts being explained, before
             the probes; the samples also feed the per-example model. Default 0 (README).
-        prior, prior_weight, prior_scope: the sparse Bernoulli prior of the policy, the weight
-            of its KL term during ``fit``, and what it pulls: each word's erase probability
-            (``"word"``) or each text's mean (``"text"``; :func:`.policy.sparsity_kl`).
+        prior, prior_weight: the sparse Bernoulli prior of the policy and the weight of its
+            KL term during ``fit``.
         search: ``"guided"`` (default: the probes and per-example model above) or
             ``"policy"``: the paper's procedure, the fitted policy's masks only
             (:mod:`.policy_search`; ``max_evaluations``, ``probes`` etc. do not apply).
@@ -117,7 +116,7 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
                  ridge: float = 0.3, noise: float = 0.5, refine_steps: int = 0,
                  refine_learning_rate: float = 1e-2, hidden: int = 64,
                  learning_rate: float = 1e-3,
-                 prior: float = 0.1, prior_weight: float = 0.05, prior_scope: str = "word",
+                 prior: float = 0.1, prior_weight: float = 0.05,
                  search: str = "guided", policy_samples: int = 8, policy_prefixes: int = 0,
                  policy_chunks: int = 0, policy_budget: int = 0, mode: str = "delete",
                  baseline_token: int | None = None,
@@ -159,9 +158,7 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
         self.baseline_token = baseline_token
         if not 0 < prior < 1 or prior_weight < 0:
             raise ValueError("prior must be in (0, 1) and prior_weight >= 0")
-        if prior_scope not in ("word", "text"):
-            raise ValueError(f"prior_scope must be 'word' or 'text', got {prior_scope!r}")
-        self.prior, self.prior_weight, self.prior_scope = prior, prior_weight, prior_scope
+        self.prior, self.prior_weight = prior, prior_weight
         self.probes = probes
         self.refine_steps, self.refine_learning_rate = refine_steps, refine_learning_rate
         self.seed = seed
@@ -298,7 +295,7 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
         advantage = reward - predicted.detach()[:, None]
         loss = -(advantage * log_prob).mean() + \
             ((predicted[:, None] - reward) ** 2).mean() + \
-            self.prior_weight * sparsity_kl(probs, batch.valid, self.prior, self.prior_scope)
+            self.prior_weight * sparsity_kl(probs, batch.valid, self.prior)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

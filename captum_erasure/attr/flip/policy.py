@@ -97,18 +97,11 @@ def rewards(flipped: Tensor, masks: Tensor, pairs: Tensor, gamma: float) -> Tens
     return flip_term - gamma * switches.sum(-1)
 
 
-def sparsity_kl(probs: Tensor, valid: Tensor, prior: float, scope: str = "word") -> Tensor:
-    """KL(Bernoulli(p) || Bernoulli(prior)) per word: keeps the policy sparse. Without it the
-    reward alone drives the policy to erase nearly everything: the flip rate grows faster with
-    |D| than 1/|D| falls, and Eq. 4 does not penalise one long erasure. ``scope="word"``: each
-    word's p_t (pulls every word towards the prior, a flat ranking); ``"text"``: each text's
-    mean p (only the expected mask size is held sparse, single words may be sure). Both are
-    means over words, equal when every p_t is the same."""
-    if scope == "text":
-        counts = valid.sum(1).clamp_min(1)
-        p = ((probs * valid).sum(1) / counts).clamp(1e-6, 1 - 1e-6)
-        weights = valid.sum(1).float()
-    else:
-        p, weights = probs.clamp(1e-6, 1 - 1e-6), valid.float()
+def sparsity_kl(probs: Tensor, valid: Tensor, prior: float) -> Tensor:
+    """Mean KL(Bernoulli(p_t) || Bernoulli(prior)) over the words: keeps the policy sparse.
+    Without it the reward alone drives the policy to erase nearly everything: the flip rate
+    grows faster with |D| than 1/|D| falls, and Eq. 4 does not penalise one long erasure."""
+    p = probs.clamp(1e-6, 1 - 1e-6)
     kl = p * (p / prior).log() + (1 - p) * ((1 - p) / (1 - prior)).log()
-    return (kl * weights).sum() / valid.sum().clamp_min(1)
+    return (kl * valid).sum() / valid.sum().clamp_min(1)
+

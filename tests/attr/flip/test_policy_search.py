@@ -12,7 +12,6 @@ from torch import nn
 
 from captum_erasure import MinimalErasure, word_feature_mask
 from captum_erasure.attr.flip import policy_search
-from captum_erasure.attr.flip.policy import sparsity_kl
 from captum_erasure.attr.flip.policy_search import policy_masks
 
 TEXT = "the movie was good and great"          # words: the movie was good and great
@@ -222,18 +221,3 @@ def test_bad_search_settings_are_rejected():
         MinimalErasure(MarkerBag(), search="policy", policy_prefixes=-1)
     with pytest.raises(ValueError, match="policy_chunks"):
         MinimalErasure(MarkerBag(), search="policy", policy_chunks=1.5)
-
-
-def test_the_text_scope_prior_pulls_each_texts_mean_not_each_word():
-    valid = torch.tensor([[True, True, True, True], [True, True, False, False]])
-    flat = torch.full((2, 4), 0.3)
-    assert torch.allclose(sparsity_kl(flat, valid, 0.1, "text"),
-                          sparsity_kl(flat, valid, 0.1, "word"))   # equal when p is flat
-    sure = torch.tensor([[0.9, 0.02, 0.02, 0.02], [0.3, 0.3, 0.0, 0.0]], requires_grad=True)
-    text = sparsity_kl(sure, valid, 0.1, "text")
-    assert text < sparsity_kl(sure, valid, 0.1, "word")   # one sure word costs little
-    text.backward()
-    gradient = sure.grad[valid]
-    assert torch.allclose(gradient[:4], gradient[0]) and torch.allclose(gradient[4:], gradient[4])
-    with pytest.raises(ValueError, match="prior_scope must be 'word' or 'text'"):
-        MinimalErasure(MarkerBag(), prior_scope="sentence")
