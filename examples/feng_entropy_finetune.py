@@ -149,7 +149,7 @@ def by_label(before: pd.DataFrame, after: pd.DataFrame, labels: list[int]) -> pd
         if not chosen.any():
             continue
         b, a = before.kept.to_numpy()[chosen], after.kept.to_numpy()[chosen]
-        diff = paired_bootstrap(a, b)
+        diff = paired_bootstrap(a, b).difference
         rows.append({"snippets": name, "n": int(chosen.sum()), "words": before.words[chosen].mean(),
                      "kept before": b.mean(), "kept after": a.mean(),
                      "after - before [95% CI]": f"{diff.mean:+.2f} [{diff.low:+.2f}, {diff.high:+.2f}]",
