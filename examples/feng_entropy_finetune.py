@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import time
 from pathlib import Path
@@ -87,7 +88,9 @@ def confidence_of(model, tokenizer, texts, labels) -> np.ndarray:
 
 def plot(before: pd.DataFrame, after: pd.DataFrame, after_on_base: np.ndarray,
          path: Path) -> None:
-    bins = np.linspace(0.5, 1.0, 26)
+    # the fine-tuned model may flip the base model's reductions: P(their label) below 0.5
+    low = min(0.5, np.floor(after_on_base.min() * 50) / 50)
+    bins = np.linspace(low, 1.0, round((1.0 - low) / 0.02) + 1)
     figure, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for ax, frame, title in ((axes[0], before, "base model"),
                              (axes[1], after, "after entropy fine-tuning")):
@@ -95,7 +98,7 @@ def plot(before: pd.DataFrame, after: pd.DataFrame, after_on_base: np.ndarray,
         ax.hist(frame.reduced_confidence, bins, alpha=0.6, label="reduced (own beam-3 reduction)")
         if frame is after:
             ax.hist(after_on_base, bins, histtype="step", linewidth=2, color="black",
-                    label="base model's reductions")
+                    label="base model's reductions (P of their label)")
         ax.set(title=title, xlabel="confidence: P(predicted label)", ylabel="held-out snippets")
         ax.legend(fontsize=8, loc="upper left")
     top = int(max(before.kept.max(), after.kept.max()))
@@ -139,6 +142,16 @@ def held_out_snippets(n: int, how: str, seed: int = 0) -> pd.DataFrame:
     return pd.concat(picked).sort_index()
 
 
+def sign_test(longer: int, shorter: int) -> float:
+    """Two-sided exact sign test of ``longer`` against ``shorter`` (ties left out): the chance
+    of a split at least this uneven if longer and shorter were equally likely."""
+    n = longer + shorter
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(longer, shorter) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
 def by_label(before: pd.DataFrame, after: pd.DataFrame, labels: list[int]) -> pd.DataFrame:
     """Words kept before and after per gold label, with the paired 95 % interval of the
     per-snippet difference (after - before) and how many got longer / shorter."""
@@ -150,10 +163,14 @@ def by_label(before: pd.DataFrame, after: pd.DataFrame, labels: list[int]) -> pd
             continue
         b, a = before.kept.to_numpy()[chosen], after.kept.to_numpy()[chosen]
         diff = paired_bootstrap(a, b).difference
-        rows.append({"snippets": name, "n": int(chosen.sum()), "words": before.words[chosen].mean(),
+        longer, shorter = int((a > b).sum()), int((a < b).sum())
+        rows.append({"snippets": name, "n": int(chosen.sum()),
+                     "words": before.words[chosen].mean(),
                      "kept before": b.mean(), "kept after": a.mean(),
-                     "after - before [95% CI]": f"{diff.mean:+.2f} [{diff.low:+.2f}, {diff.high:+.2f}]",
-                     "longer": int((a > b).sum()), "shorter": int((a < b).sum()),
+                     "after - before [95% CI]":
+                         f"{diff.mean:+.2f} [{diff.low:+.2f}, {diff.high:+.2f}]",
+                     "longer": longer, "shorter": shorter,
+                     "sign test p": float(f"{sign_test(longer, shorter):.2g}"),
                      "one word before": (b == 1).mean(), "one word after": (a == 1).mean(),
                      "reduced more confident before": (
                          before.reduced_confidence > before.original_confidence)[chosen].mean(),
@@ -220,7 +237,8 @@ def main() -> None:
     info = json.loads((folder / "info.json").read_text())
     (out / f"summary_{tag}.json").write_text(json.dumps(
         {"settings": info["settings"], "train_seconds": info["train_seconds"],
-         "n_heldout": args.n_heldout, "heldout": args.heldout, "min_confidence": args.min_confidence,
+         "n_heldout": args.n_heldout, "heldout": args.heldout,
+         "min_confidence": args.min_confidence,
          "n_reduced_texts": info.get("n_reduced_texts"), "model_dir": str(folder),
          "rows": table.reset_index().to_dict(orient="records")}, indent=2, default=float))
     markdown = table.T.to_markdown(floatfmt=".3f")
