@@ -138,6 +138,8 @@ def held_out_snippets(n: int, how: str, seed: int = 0) -> pd.DataFrame:
     test = load_rotten_tomatoes("test")
     if how == "first":
         return test.head(n)
+    if n % 2:
+        raise SystemExit(f"--heldout balanced takes half per label: --n-heldout {n} is odd")
     picked = [part.sample(n=n // 2, random_state=seed) for _, part in test.groupby("label")]
     return pd.concat(picked).sort_index()
 
