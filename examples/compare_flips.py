@@ -228,7 +228,7 @@ def run_minimal_erasure(explainer, tokenizer, texts: list[str], ids: list[int], 
         calls += explainer.last_stats.forward_passes
     seconds = time.perf_counter() - start
     settings = (explainer.search, units, explainer.policy_samples, explainer.policy_prefixes,
-                explainer.policy_chunks, explainer.policy_budget)
+                explainer.policy_chunks, explainer.policy_budget, explainer.policy_smaller)
     method = method_name(*settings)
     flip_rows(results, seconds, method, ids).to_csv(out / method_file(*settings), index=False)
     stats[method] = dict(forward_calls=calls)
@@ -236,12 +236,12 @@ def run_minimal_erasure(explainer, tokenizer, texts: list[str], ids: list[int], 
 
 
 def searcher(fitted: MinimalErasure, search: str, samples: int, prefixes: int = 0,
-             chunks: int = 0, budget: int = 0) -> MinimalErasure:
+             chunks: int = 0, budget: int = 0, smaller: int = 0) -> MinimalErasure:
     """A MinimalErasure with ``search`` that shares ``fitted``'s policy."""
     explainer = MinimalErasure(fitted.forward_func, fitted.representation, seed=fitted.seed,
                                search=search, policy_samples=samples,
                                policy_prefixes=prefixes, policy_chunks=chunks,
-                               policy_budget=budget)
+                               policy_budget=budget, policy_smaller=smaller)
     explainer.policy, explainer.baseline = fitted.policy, fitted.baseline
     return explainer
 
@@ -317,9 +317,9 @@ def main() -> None:
                         help="K of the policy search (several: one run each; the curve "
                              "uses the first)")
     parser.add_argument("--policy-settings", nargs="+", default=None,
-                        help="K:P:C[:B] settings of the policy search (policy_samples, "
-                             "policy_prefixes, policy_chunks, policy_budget; replaces "
-                             "--policy-samples)")
+                        help="K:P:C[:B[:S]] settings of the policy search (policy_samples, "
+                             "policy_prefixes, policy_chunks, policy_budget, policy_smaller; "
+                             "replaces --policy-samples)")
     parser.add_argument("--skip-greedy", action="store_true")
     parser.add_argument("--policy", default=None, help="policy.pt to load (default: --out's)")
     parser.add_argument("--fit-curve-every", type=int, default=0,
@@ -328,6 +328,8 @@ def main() -> None:
     parser.add_argument("--prior-weight", type=float, default=0.05,
                         help="weight of the policy's KL pull to Bernoulli(--prior) in fit")
     parser.add_argument("--prior", type=float, default=0.1)
+    parser.add_argument("--imitation-weight", type=float, default=0.0,
+                        help="weight of fit's self-imitation term (pruned best samples; 0: off)")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--fit-only", action="store_true", help="stop after the fit")
     parser.add_argument("--collect", default=None,
@@ -358,6 +360,7 @@ def main() -> None:
 
     explainer = MinimalErasure(model, representation, seed=0, prior=args.prior,
                                prior_weight=args.prior_weight,
+                               imitation_weight=args.imitation_weight,
                                learning_rate=args.learning_rate)
     policy = Path(args.policy) if args.policy else out / "policy.pt"
     if args.unfitted:
@@ -377,6 +380,8 @@ def main() -> None:
             final_flip_rate=float(history.flip_rate.tail(10).mean()),
             final_erase_probability=float(history.erase_probability.tail(10).mean()),
             prior=args.prior, prior_weight=args.prior_weight,
+            imitation_weight=args.imitation_weight,
+            imitation_rows=int(history.get("imitation_rows", pd.Series([0])).sum()),
             learning_rate=args.learning_rate, batch=args.fit_batch)))
         print(f"fit: {seconds:.0f} s, {int(history.rows.sum())} rows", flush=True)
     if args.fit_only:
@@ -389,11 +394,11 @@ def main() -> None:
         if not args.skip_greedy and not (args.reuse_greedy and
                                          (out / f"greedy_{units}.csv").exists()):
             run_greedy(model, tokenizer, texts, ids, out, stats, units)
-        settings = [tuple(int(v) for v in (s + ":0").split(":")[:4])
+        settings = [tuple(int(v) for v in (s + ":0:0").split(":")[:5])
                     for s in args.policy_settings] if args.policy_settings else \
-            [(k, 0, 0, 0) for k in args.policy_samples]
+            [(k, 0, 0, 0, 0) for k in args.policy_samples]
         for search in args.searches:
-            for setting in settings if search == "policy" else [(1, 0, 0, 0)]:
+            for setting in settings if search == "policy" else [(1, 0, 0, 0, 0)]:
                 run_minimal_erasure(searcher(explainer, search, *setting), tokenizer, texts,
                                     ids, out, stats, units)
                 (out / "call_stats.json").write_text(json.dumps(stats))

@@ -26,17 +26,17 @@ def result_files(out: Path) -> list[Path]:
 
 
 def method_name(search: str, units: str, samples: int = 0, prefixes: int = 0,
-                chunks: int = 0, budget: int = 0) -> str:
+                chunks: int = 0, budget: int = 0, smaller: int = 0) -> str:
     extra = (f" P={prefixes}" if prefixes else "") + (f" C={chunks}" if chunks else "") + \
-        (f" B={budget}" if budget else "")
+        (f" B={budget}" if budget else "") + (f" S={smaller}" if smaller else "")
     return f"MinimalErasure ({units})" if search == "guided" else \
         f"policy search K={samples}{extra} ({units})"
 
 
 def method_file(search: str, units: str, samples: int = 0, prefixes: int = 0,
-                chunks: int = 0, budget: int = 0) -> str:
+                chunks: int = 0, budget: int = 0, smaller: int = 0) -> str:
     extra = (f"-p{prefixes}" if prefixes else "") + (f"-c{chunks}" if chunks else "") + \
-        (f"-b{budget}" if budget else "")
+        (f"-b{budget}" if budget else "") + (f"-s{smaller}" if smaller else "")
     return f"minimal_erasure_{units}.csv" if search == "guided" else \
         f"policy{samples}{extra}_{units}.csv"
 

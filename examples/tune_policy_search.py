@@ -6,8 +6,9 @@ snippets and with the same fitted policy (docs/policy_search.md, "Meeting the bu
         --policy outputs/policy/minilm-snippets/policy.pt --out outputs/policy/tune-dev-first \
         --grid 8:0:0 8:0:0:25 4:4:5:25 8:4:5:25 2:4:5:25
 
-Each ``K:P:C[:B]`` of ``--grid`` is one setting: ``policy_samples`` K, ``policy_prefixes``
-P, ``policy_chunks`` C, ``policy_budget`` B (default 0). Writes ``tune.csv`` (one row per
+Each ``K:P:C[:B[:S]]`` of ``--grid`` is one setting: ``policy_samples`` K,
+``policy_prefixes`` P, ``policy_chunks`` C, ``policy_budget`` B and ``policy_smaller`` S
+(defaults 0). Writes ``tune.csv`` (one row per
 setting: flip rate, mean |D|, mean and median predictions per text, share within 25, |D|
 relative to the guided search where both flip) and prints it; ``texts_<setting>.csv`` per
 text.
@@ -126,7 +127,7 @@ def main() -> None:
                         help="the first dev snippets in the split's order (sorted positive "
                              "first, as the held-out test snippets are) instead of shuffled")
     parser.add_argument("--units", default="whitespace")
-    parser.add_argument("--grid", nargs="+", default=["8:0:0"], help="K:P:C[:B] settings")
+    parser.add_argument("--grid", nargs="+", default=["8:0:0"], help="K:P:C[:B[:S]] settings")
     parser.add_argument("--collect", default=None,
                         help="a folder of runs: write the summary CSV to --out and stop")
     args = parser.parse_args()
@@ -160,15 +161,16 @@ def main() -> None:
                  seconds=guided.seconds.iloc[0])]
     print(rows[-1], flush=True)
     for setting in args.grid:
-        k, p, c, budget = (int(v) for v in (setting + ":0").split(":")[:4])
+        k, p, c, budget, smaller = (int(v) for v in (setting + ":0:0").split(":")[:5])
         part = run(explainer(search="policy", policy_samples=k, policy_prefixes=p,
-                             policy_chunks=c, policy_budget=budget), tokenizer, texts,
-                   args.units)
+                             policy_chunks=c, policy_budget=budget, policy_smaller=smaller),
+                   tokenizer, texts, args.units)
         part.assign(guided_size=guided["size"], guided_rows=guided.rows).to_csv(
             out / f"texts_{setting.replace(':', '-')}.csv", index=False)
         both = part.flipped & guided.flipped
         assert part.minimal[part.flipped].all()
-        rows.append(dict(setting=f"policy K={k} P={p} C={c} B={budget}",
+        rows.append(dict(setting=f"policy K={k} P={p} C={c} B={budget}" +
+                         (f" S={smaller}" if smaller else ""),
                          flip_rate=part.flipped.mean(),
                          mean_size=part["size"].mean(), predictions=part.rows.mean(),
                          median_predictions=part.rows.median(),

@@ -53,17 +53,15 @@ from captum_erasure.attr.flip.policy import (
     ErasurePolicy,
     HiddenStates,
     RewardBaseline,
-    rewards,
     sentence_pairs,
-    sparsity_kl,
     word_representations,
 )
+from captum_erasure.attr.flip.policy_fit import reinforce_step
 from captum_erasure.attr.flip.policy_search import policy_search
 from captum_erasure.attr.flip.search import (
     FIRST_FLIP_RESERVE,
     SearchBatch,
     TextSearch,
-    batch_flips,
     greedy_fallback,
     record_masks,
     start_searches,
@@ -94,7 +92,8 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
             within the budget) on a copy of the policy for the texts being explained, before
             the probes; the samples also feed the per-example model. Default 0 (README).
         prior, prior_weight: the sparse Bernoulli prior of the policy and the weight of its
-            KL term during ``fit``.
+            KL term during ``fit``; ``imitation_weight``: the weight of the self-imitation
+            term (each text's smallest flipping sample, pruned; :mod:`.policy_fit`; 0: off).
         search: ``"guided"`` (default: the probes and per-example model above) or
             ``"policy"``: the paper's procedure, the fitted policy's masks only
             (:mod:`.policy_search`; ``max_evaluations``, ``probes`` etc. do not apply).
@@ -105,7 +104,9 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
             the top 1 ... ``policy_prefixes`` most probable words (same pass); sets of at
             least ``policy_chunks`` words are pruned in halves first (0: word by word);
             ``policy_budget``: while a text's rows leave room within it, its next smallest
-            flipping mask is pruned too, the smallest set kept (0: only the smallest mask).
+            flipping mask is pruned too, the smallest set kept (0: only the smallest mask),
+            then up to ``policy_smaller`` of the policy's most probable masks one word
+            smaller than the set per round (0: none).
         mode: how a word is erased: ``"delete"`` (default), ``"replace"`` or ``"attention"``.
         seed: seeds the policy's initial weights and every sampling call (reproducible).
     """
@@ -116,9 +117,10 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
                  ridge: float = 0.3, noise: float = 0.5, refine_steps: int = 0,
                  refine_learning_rate: float = 1e-2, hidden: int = 64,
                  learning_rate: float = 1e-3,
-                 prior: float = 0.1, prior_weight: float = 0.05,
+                 prior: float = 0.1, prior_weight: float = 0.05, imitation_weight: float = 0.0,
                  search: str = "guided", policy_samples: int = 8, policy_prefixes: int = 0,
-                 policy_chunks: int = 0, policy_budget: int = 0, mode: str = "delete",
+                 policy_chunks: int = 0, policy_budget: int = 0, policy_smaller: int = 0,
+                 mode: str = "delete",
                  baseline_token: int | None = None,
                  pad_token_id: int | None = None, seed: int = 0,
                  options: EngineOptions | None = None, **engine_options: Any) -> None:
@@ -131,21 +133,22 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
                     ("samples", samples), ("max_evaluations", max_evaluations),
                     ("per_round", per_round), ("candidates", candidates), ("hidden", hidden)))
             probes = check_positive_int("probes", probes, minimum=0)
-            refine_steps, policy_prefixes, policy_chunks, policy_budget = (
+            refine_steps, policy_prefixes, policy_chunks, policy_budget, policy_smaller = (
                 check_positive_int(name, value, minimum=0) for name, value in (
                     ("refine_steps", refine_steps), ("policy_prefixes", policy_prefixes),
-                    ("policy_chunks", policy_chunks), ("policy_budget", policy_budget)))
+                    ("policy_chunks", policy_chunks), ("policy_budget", policy_budget),
+                    ("policy_smaller", policy_smaller)))
             policy_samples = check_positive_int("policy_samples", policy_samples)
         except ValueError as error:
             raise ValueError(f"{error} (samples, max_evaluations, per_round, candidates, "
                              "hidden and policy_samples are positive integers; probes, "
-                             "refine_steps and policy_prefixes/chunks/budget integers "
+                             "refine_steps and policy_prefixes/chunks/budget/smaller integers "
                              ">= 0)") from None
         if search not in SEARCHES:
             raise ValueError(f"unknown search {search!r}; choose one of {SEARCHES}")
         self.search, self.policy_samples = search, policy_samples
         self.policy_prefixes, self.policy_chunks = policy_prefixes, policy_chunks
-        self.policy_budget = policy_budget
+        self.policy_budget, self.policy_smaller = policy_budget, policy_smaller
         if ridge <= 0 or noise <= 0:
             raise ValueError("ridge and noise must be > 0")
         if gamma < 0:
@@ -156,9 +159,10 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
                                                                    noise)
         self.hidden, self.learning_rate, self.mode = hidden, learning_rate, mode
         self.baseline_token = baseline_token
-        if not 0 < prior < 1 or prior_weight < 0:
-            raise ValueError("prior must be in (0, 1) and prior_weight >= 0")
+        if not 0 < prior < 1 or prior_weight < 0 or imitation_weight < 0:
+            raise ValueError("prior must be in (0, 1), prior_weight and imitation_weight >= 0")
         self.prior, self.prior_weight = prior, prior_weight
+        self.imitation_weight = imitation_weight
         self.probes = probes
         self.refine_steps, self.refine_learning_rate = refine_steps, refine_learning_rate
         self.seed = seed
@@ -273,40 +277,13 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
 
     def _train_step(self, batch: SearchBatch, generator: torch.Generator,
                     networks: tuple | None = None) -> dict:
-        """One REINFORCE step on ``networks`` (policy, baseline, optimizer; default: the
-        amortised ones)."""
+        """One step (:func:`.policy_fit.reinforce_step`) on ``networks`` (policy, baseline,
+        optimizer; default: the amortised ones)."""
         policy, baseline, optimizer = networks or (self.policy, self.baseline, self._optimizer)
-        policy.train()
-        logits = policy(batch.words, batch.valid)                          # (B, W)
-        probs = torch.sigmoid(logits)
-        k = self.samples
-        masks = torch.bernoulli(probs.detach()[:, None].expand(-1, k, -1).contiguous(),
-                                generator=generator) * batch.valid[:, None]  # (B, K, W)
-        requests = [(b, masks[b, s].nonzero().flatten().tolist())
-                    for b in range(len(masks)) for s in range(k)]
-        out = batch.evaluator.evaluate(requests, desc="policy samples")
-        examples = [b for b, _ in requests]
-        flipped = batch_flips(batch, examples, out).reshape(len(masks), k)
-        reward = rewards(flipped, masks, batch.pairs[:, None], self.gamma)  # (B, K)
-        log_prob = (masks * torch.nn.functional.logsigmoid(logits)[:, None] +
-                    (1 - masks) * torch.nn.functional.logsigmoid(-logits)[:, None])
-        log_prob = (log_prob * batch.valid[:, None]).sum(-1)                # (B, K)
-        predicted = baseline(batch.words, batch.valid)                      # (B,)
-        advantage = reward - predicted.detach()[:, None]
-        loss = -(advantage * log_prob).mean() + \
-            ((predicted[:, None] - reward) ** 2).mean() + \
-            self.prior_weight * sparsity_kl(probs, batch.valid, self.prior)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        policy.eval()
-        sizes = masks.sum(-1)
-        return dict(mean_reward=float(reward.mean()), flip_rate=float(flipped.float().mean()),
-                    mean_erased_when_flipped=float(sizes[flipped].mean()) if flipped.any()
-                    else float("nan"),
-                    erase_probability=float(probs.detach()[batch.valid].mean()),
-                    baseline_error=float((predicted.detach()[:, None] - reward).abs().mean()),
-                    rows=len(requests))
+        return reinforce_step(batch, policy, baseline, optimizer, generator,
+                              samples=self.samples, gamma=self.gamma, prior=self.prior,
+                              prior_weight=self.prior_weight,
+                              imitation_weight=self.imitation_weight)
 
     # -- explain-time search --------------------------------------------------------------------
     def _refined_logits(self, batch: SearchBatch) -> Tensor:
@@ -339,7 +316,7 @@ class MinimalErasure(UsesEngine, PerturbationAttribution):
             return policy_search(batch, logits, self.policy_samples,
                                  torch.Generator().manual_seed(self.seed),
                                  self.policy_prefixes, self.policy_chunks,
-                                 self.policy_budget)
+                                 self.policy_budget, self.policy_smaller)
         texts, messages = start_searches(batch, logits, functools.partial(
             TextSearch, ridge=self.ridge, noise=self.noise, candidates=self.candidates))
         live = [b for b in range(n) if texts[b] is not None]

@@ -17,6 +17,7 @@ row is counted in the evaluator (``rows_per_example``, engine stats).
 from __future__ import annotations
 
 import functools
+import itertools
 
 import torch
 from torch import Tensor
@@ -32,6 +33,7 @@ from captum_erasure.attr.flip.search import (
 )
 
 DRAWS_PER_SAMPLE = 4  # Bernoulli draws made per wanted mask, to find distinct ones
+SMALLER_POOL_EXTRA = 4  # smaller masks are drawn from the policy's top (size + this) words
 
 
 class PolicyTextSearch(TextSearch):
@@ -73,6 +75,18 @@ def policy_masks(probs: Tensor, valid: Tensor, samples: int, generator: torch.Ge
                 masks.append(mask)
         out.append(masks)
     return out
+
+
+def smaller_masks(logits: Tensor, size: int, count: int, known) -> list[tuple]:
+    """The ``count`` most probable masks of exactly ``size`` words under the policy (an
+    independent Bernoulli per word: a mask's log-probability is a constant plus the sum of
+    its words' logits) that ``known`` (mask -> bool) has not seen; enumerated among the
+    policy's top ``size + SMALLER_POOL_EXTRA`` words (ties: word order)."""
+    order = torch.argsort(-logits, stable=True).tolist()
+    pool = sorted(order[:size + SMALLER_POOL_EXTRA])
+    scored = sorted(itertools.combinations(pool, size),
+                    key=lambda mask: -float(sum(logits[f] for f in mask)))
+    return [mask for mask in scored if not known(mask)][:count]
 
 
 def restore_in_chunks(evaluator: SetEvaluator, examples: list[int], sets: list[list[int]],
@@ -123,12 +137,14 @@ def prune_candidates(evaluator: SetEvaluator, texts: list, examples: list[int],
 
 def policy_search(batch: SearchBatch, logits: Tensor, samples: int,
                   generator: torch.Generator, prefixes: int = 0, chunks: int = 0,
-                  budget: int = 0) -> tuple[list, list, list]:
+                  budget: int = 0, smaller: int = 0) -> tuple[list, list, list]:
     """Propose, verify, prune (``chunks``: sets of at least that many words are first pruned
     in chunks; 0: word by word only). A text whose rows so far leave room within ``budget``
     (0: none) prunes its next smallest flipping mask too (not a superset of the set found),
-    and so on, keeping the smallest set. Returns per example: the set (feature ids) or None, its
-    probabilities, and a message (as ``MinimalErasure._search``)."""
+    and so on, keeping the smallest set; then (``smaller`` > 0) tries up to that many of the
+    policy's most probable masks one word smaller than its set per round
+    (:func:`smaller_masks`), pruning one that flips. Returns per example: the set (feature
+    ids) or None, its probabilities, and a message (as ``MinimalErasure._search``)."""
     evaluator, n = batch.evaluator, len(batch.original)
     probs = torch.sigmoid(logits)
     # the additive model's settings are unused: no proposals, only the bookkeeping
@@ -161,6 +177,8 @@ def policy_search(batch: SearchBatch, logits: Tensor, samples: int,
         for b, (erased, row) in again.items():
             if len(erased) < len(found[b][0]):
                 found[b] = (erased, row)
+    if smaller and budget:
+        descend_below(evaluator, texts, found, logits, budget, smaller, chunks)
     sets: list = [found[b][0] if b in found else None for b in range(n)]
     found_probs = [found[b][1] if b in found else None for b in range(n)]
     for b in live:
@@ -168,3 +186,33 @@ def policy_search(batch: SearchBatch, logits: Tensor, samples: int,
             messages[b] = ("no flipping set among the policy's masks, nor on its ranking "
                            "(every word erased does not flip either)")
     return sets, found_probs, messages
+
+
+def descend_below(evaluator: SetEvaluator, texts: list, found: dict, logits: Tensor,
+                  budget: int, per_round: int, chunks: int) -> None:
+    """Rounds of :func:`smaller_masks`: each text whose rows leave room within ``budget``
+    for the masks, pruning a flipping one (``size - 1`` rows) and the verification tries up
+    to ``per_round`` masks one word smaller than its set (all texts in one batched pass);
+    the strongest flip among them is pruned and kept when smaller. Updates ``found``."""
+    while True:
+        requests = []
+        for b, (erased, _) in found.items():
+            size = len(erased)
+            room = budget - evaluator.rows_per_example[b] - (size - 1) - 1
+            if size > 1 and room > 0:
+                requests += [(b, mask) for mask in smaller_masks(
+                    logits[b][:texts[b].n_words], size - 1, min(per_round, room),
+                    lambda mask, b=b: evaluator.cost([(b, mask)]) == 0)]
+        if not requests:
+            return
+        record_masks(evaluator, texts, requests, "smaller policy masks")
+        best: dict[int, tuple] = {}
+        for b, mask in requests:
+            if texts[b].flips(mask) and (b not in best or
+                                         texts[b].margins[mask] < texts[b].margins[best[b]]):
+                best[b] = mask
+        again = prune_candidates(evaluator, texts, list(best), list(best.values()), logits,
+                                 chunks)
+        for b, (erased, row) in again.items():
+            if len(erased) < len(found[b][0]):
+                found[b] = (erased, row)

@@ -12,7 +12,7 @@ from torch import nn
 
 from captum_erasure import MinimalErasure, word_feature_mask
 from captum_erasure.attr.flip import policy_search
-from captum_erasure.attr.flip.policy_search import policy_masks
+from captum_erasure.attr.flip.policy_search import policy_masks, smaller_masks
 
 TEXT = "the movie was good and great"          # words: the movie was good and great
 MARKERS = [3, 5]
@@ -35,11 +35,11 @@ class VocabPolicy(nn.Module):
 
 def with_policy(policy: nn.Module, samples: int = 1, model: nn.Module | None = None,
                 seed: int = 0, prefixes: int = 0, chunks: int = 0,
-                budget: int = 0) -> MinimalErasure:
+                budget: int = 0, smaller: int = 0) -> MinimalErasure:
     explainer = MinimalErasure(model or MarkerBag(), one_hot_words, search="policy",
                                policy_samples=samples, seed=seed, pad_token_id=0,
                                policy_prefixes=prefixes, policy_chunks=chunks,
-                               policy_budget=budget)
+                               policy_budget=budget, policy_smaller=smaller)
     explainer.policy = policy
     return explainer
 
@@ -119,6 +119,35 @@ def test_rows_left_in_the_budget_prune_the_next_flipping_mask(tiny_tokenizer, mo
     [result] = explainer.explain("the good great fun", tokenizer=tiny_tokenizer)
     assert result.flipped and result.minimal and result.erased_words == erased
     assert result.forward_passes == rows == explainer.last_stats.rows
+
+
+@pytest.mark.parametrize("budget, erased, rows", [(8, ["good"], 7),
+                                                  (7, ["great", "fun"], 6)])
+def test_rows_left_in_the_budget_try_the_most_probable_smaller_masks(tiny_tokenizer, budget,
+                                                                    erased, rows):
+    """The toy above with great and fun at logit 2, good -0.5, "the" -1: the decoding
+    {great, fun} flips and is pruned (restoring great, then fun: 2 rows, both undo the flip),
+    5 rows so far. One word smaller, the policy's most probable masks are {great}, {fun}
+    (memory) and then {good}: tried (1 row) when it, pruning a flip of its size (0 rows) and
+    the verification fit the budget; it flips and replaces {great, fun}."""
+    model = MarkerBag({"good": 1.5, "great": 0.95, "fun": 0.95}, bias=-2.0)
+    policy = VocabPolicy({"great": 2.0, "fun": 2.0, "good": -0.5}, default=-1.0)
+    explainer = with_policy(policy, model=model, budget=budget, smaller=1)
+    [result] = explainer.explain("the good great fun", tokenizer=tiny_tokenizer)
+    assert result.flipped and result.minimal and result.erased_words == erased
+    assert result.forward_passes == rows == explainer.last_stats.rows
+    off = with_policy(policy, model=model, budget=budget)            # policy_smaller=0
+    assert off.explain("the good great fun", tokenizer=tiny_tokenizer)[0].erased_words == \
+        ["great", "fun"]
+
+
+def test_smaller_masks_are_the_most_probable_unseen_masks_of_one_size():
+    logits = torch.tensor([3.0, 1.0, 2.0, 0.0, -1.0, -2.0])
+    seen = {(0, 2)}
+    # sums of logits: (0, 2) 5 (seen), (0, 1) 4, then (0, 3) and (1, 2) 3 (ties: word order)
+    assert smaller_masks(logits, 2, 3, seen.__contains__) == [(0, 1), (0, 3), (1, 2)]
+    # size 1: among the top 1 + 4 words only, so word 5 (the least probable) never comes up
+    assert smaller_masks(logits, 1, 10, lambda mask: False) == [(0,), (2,), (1,), (3,), (4,)]
 
 
 def test_without_a_flipping_sample_the_policy_ranking_is_walked(tiny_tokenizer):
@@ -221,3 +250,5 @@ def test_bad_search_settings_are_rejected():
         MinimalErasure(MarkerBag(), search="policy", policy_prefixes=-1)
     with pytest.raises(ValueError, match="policy_chunks"):
         MinimalErasure(MarkerBag(), search="policy", policy_chunks=1.5)
+    with pytest.raises(ValueError, match="policy_smaller"):
+        MinimalErasure(MarkerBag(), search="policy", policy_smaller=-1)
