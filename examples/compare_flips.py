@@ -189,11 +189,11 @@ def load_classifier(kind: str):
     return model, tokenizer, None
 
 
-def held_out(texts: str, n: int, min_words: int) -> pd.DataFrame:
+def held_out(texts: str, n: int, min_words: int, split: str = "test") -> pd.DataFrame:
     """The first ``n`` held-out (test) snippets, or (``long``) ``n`` evenly spaced ones of
     those with at least ``min_words`` whitespace words (the split is sorted positive first,
-    so the first ones are all positive)."""
-    frame = load_rotten_tomatoes("test")
+    so the first ones are all positive); ``split="dev"``: the same from dev."""
+    frame = load_rotten_tomatoes(split)
     if texts == "long":
         frame = frame[frame.text.str.split().str.len() >= min_words]
         if n < len(frame):

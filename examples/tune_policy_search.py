@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from compare_flips import shuffled  # noqa: E402
+from compare_flips import held_out, shuffled  # noqa: E402
 from flips_summary import POLICY_TARGET  # noqa: E402
 
 from captum_erasure import MinimalErasure  # noqa: E402
@@ -117,6 +117,38 @@ def collect(runs: Path, out: Path) -> None:
     print(markdown_table(table))
 
 
+def summarize_runs(folders: list[Path], out: Path) -> None:
+    """One CSV row per setting of each named run folder against the guided search of the
+    same folder (same policy, same snippets): a tuning folder of this script (its
+    ``tune.csv``) or a ``compare_flips.py`` folder (its per-text ``*_whitespace.csv``)."""
+    rows = []
+    for folder in folders:
+        if (folder / "guided.csv").exists():
+            guided = pd.read_csv(folder / "guided.csv")
+            texts = f"dev, {len(guided)} {'long ' if 'long' in folder.name else ''}(tuning)"
+            rows.append(summary_row(texts, "guided", guided, guided, folder.name))
+            for path in sorted(folder.glob("texts_*.csv")):
+                k, p, c, budget, smaller = ([int(v) for v in path.stem.split("_")[1].split("-")]
+                                            + [0, 0])[:5]
+                name = f"policy K={k} P={p} C={c}" + (f" B={budget}" if budget else "") + \
+                    (f" S={smaller}" if smaller else "")
+                rows.append(summary_row(texts, name, pd.read_csv(path), guided, folder.name))
+            continue
+        guided = pd.read_csv(folder / "minimal_erasure_whitespace.csv").rename(
+            columns={"seconds_per_snippet": "seconds"})
+        for path in sorted(folder.glob("*_whitespace.csv")):
+            part = pd.read_csv(path).rename(columns={"seconds_per_snippet": "seconds"})
+            name = part.method.iloc[0].replace(" (whitespace)", "").replace(
+                "MinimalErasure", "guided")
+            rows.append(summary_row(
+                f"test, {len(part)} {'long ' if 'long' in folder.name else ''}(held out)",
+                name, part, guided, folder.name))
+    table = pd.DataFrame(rows).round(4)
+    table.insert(0, "model", ["Bi-LSTM" if "bilstm" in run else "MiniLM" for run in table.run])
+    table.to_csv(out, index=False)
+    print(markdown_table(table))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--policy", help="policy.pt (required unless --collect)")
@@ -126,22 +158,33 @@ def main() -> None:
     parser.add_argument("--first", action="store_true",
                         help="the first dev snippets in the split's order (sorted positive "
                              "first, as the held-out test snippets are) instead of shuffled")
+    parser.add_argument("--long", action="store_true",
+                        help="--n evenly spaced dev snippets of at least 30 whitespace words")
     parser.add_argument("--units", default="whitespace")
     parser.add_argument("--grid", nargs="+", default=["8:0:0"], help="K:P:C[:B[:S]] settings")
     parser.add_argument("--collect", default=None,
                         help="a folder of runs: write the summary CSV to --out and stop")
+    parser.add_argument("--summarize", nargs="+", default=None,
+                        help="run folders (tuning or compare_flips.py): one CSV (--out) of "
+                             "every setting against its folder's guided search, and stop")
     args = parser.parse_args()
     if args.collect:
         collect(Path(args.collect), Path(args.out))
+        return
+    if args.summarize:
+        summarize_runs([Path(f) for f in args.summarize], Path(args.out))
         return
     torch.set_num_threads(1)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model, tokenizer = load_default_model()
-    texts = load_rotten_tomatoes("dev").text.head(args.offset + args.n).tolist() if args.first \
-        else shuffled("dev", args.offset + args.n)
-    texts = texts[args.offset:]
+    if args.long:  # evenly spaced dev snippets of >= 30 words, as compare_flips' long texts
+        texts = held_out("long", args.n, 30, split="dev").text.tolist()
+    else:
+        texts = load_rotten_tomatoes("dev").text.head(args.offset + args.n).tolist() \
+            if args.first else shuffled("dev", args.offset + args.n)
+        texts = texts[args.offset:]
     fitted = MinimalErasure(model, seed=0)
     fitted.load_policy(args.policy)
 
@@ -178,7 +221,10 @@ def main() -> None:
                          size_vs_guided=part["size"][both].mean() / guided["size"][both].mean(),
                          seconds=part.seconds.iloc[0]))
         print(rows[-1], flush=True)
-        pd.DataFrame(rows).to_csv(out / "tune.csv", index=False)
+        earlier = pd.read_csv(out / "tune.csv") if (out / "tune.csv").exists() else None
+        table = pd.DataFrame(rows) if earlier is None else \
+            pd.concat([earlier, pd.DataFrame(rows)]).drop_duplicates("setting", keep="last")
+        table.to_csv(out / "tune.csv", index=False)  # earlier runs' settings kept
     print(markdown_table(pd.DataFrame(rows).round(3)))
 
 
