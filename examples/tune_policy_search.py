@@ -8,10 +8,11 @@ snippets and with the same fitted policy (docs/policy_search.md, "Meeting the bu
 
 Each ``K:P:C[:B[:S]]`` of ``--grid`` is one setting: ``policy_samples`` K,
 ``policy_prefixes`` P, ``policy_chunks`` C, ``policy_budget`` B and ``policy_smaller`` S
-(defaults 0). Writes ``tune.csv`` (one row per
-setting: flip rate, mean |D|, mean and median predictions per text, share within 25, |D|
+(defaults 0). Writes ``tune.csv`` (one row per setting, earlier runs' settings in the same
+folder kept: flip rate, mean |D|, mean and median predictions per text, share within 25, |D|
 relative to the guided search where both flip) and prints it; ``texts_<setting>.csv`` per
-text.
+text. ``--summarize`` gathers run folders into one CSV (docs/policy_search.md,
+"Self-imitation").
 """
 
 from __future__ import annotations
@@ -120,7 +121,8 @@ def collect(runs: Path, out: Path) -> None:
 def summarize_runs(folders: list[Path], out: Path) -> None:
     """One CSV row per setting of each named run folder against the guided search of the
     same folder (same policy, same snippets): a tuning folder of this script (its
-    ``tune.csv``) or a ``compare_flips.py`` folder (its per-text ``*_whitespace.csv``)."""
+    ``guided.csv`` and per-text ``texts_*.csv``) or a ``compare_flips.py`` folder (its per-text
+    ``*_whitespace.csv``)."""
     rows = []
     for folder in folders:
         if (folder / "guided.csv").exists():
