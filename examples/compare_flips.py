@@ -297,6 +297,8 @@ def main() -> None:
     parser.add_argument("--skip-reduction", action="store_true")
     parser.add_argument("--lit-minutes", type=float, default=None,
                         help="stop AblationFlip after this many minutes (partial results)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="MinimalErasure's seed: the policy's initial weights and draws")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1: on a shared CPU 2 threads were 18x slower)")
     parser.add_argument("--lit-only", action="store_true", help="only AblationFlip")
@@ -358,7 +360,7 @@ def main() -> None:
         summarize(out)
         return
 
-    explainer = MinimalErasure(model, representation, seed=0, prior=args.prior,
+    explainer = MinimalErasure(model, representation, seed=args.seed, prior=args.prior,
                                prior_weight=args.prior_weight,
                                imitation_weight=args.imitation_weight,
                                learning_rate=args.learning_rate)

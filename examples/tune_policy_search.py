@@ -118,9 +118,26 @@ def collect(runs: Path, out: Path) -> None:
     print(markdown_table(table))
 
 
+def with_intervals(row: dict, part: pd.DataFrame, guided: pd.DataFrame,
+                   resamples: int = 5000) -> dict:
+    """Bootstrap 95% intervals over the texts (seed 0): the size ratio to the guided search
+    (texts both flip, resampled as pairs) and the mean predictions per text."""
+    rng = np.random.default_rng(0)
+    both = (part.flipped & guided.flipped).to_numpy()
+    ours, theirs = part["size"].to_numpy()[both], guided["size"].to_numpy()[both]
+    pick = rng.integers(0, len(ours), (resamples, len(ours)))
+    ratio = ours[pick].mean(1) / theirs[pick].mean(1)
+    rows = part.rows.to_numpy()
+    cost = rows[rng.integers(0, len(rows), (resamples, len(rows)))].mean(1)
+    return dict(row, size_vs_guided_low=np.percentile(ratio, 2.5),
+                size_vs_guided_high=np.percentile(ratio, 97.5),
+                predictions_low=np.percentile(cost, 2.5),
+                predictions_high=np.percentile(cost, 97.5))
+
+
 def summarize_runs(folders: list[Path], out: Path) -> None:
     """One CSV row per setting of each named run folder against the guided search of the
-    same folder (same policy, same snippets): a tuning folder of this script (its
+    same folder (same policy, same snippets), with bootstrap intervals (:func:`with_intervals`): a tuning folder of this script (its
     ``guided.csv`` and per-text ``texts_*.csv``) or a ``compare_flips.py`` folder (its per-text
     ``*_whitespace.csv``)."""
     rows = []
@@ -128,13 +145,16 @@ def summarize_runs(folders: list[Path], out: Path) -> None:
         if (folder / "guided.csv").exists():
             guided = pd.read_csv(folder / "guided.csv")
             texts = f"dev, {len(guided)} {'long ' if 'long' in folder.name else ''}(tuning)"
-            rows.append(summary_row(texts, "guided", guided, guided, folder.name))
+            rows.append(with_intervals(summary_row(texts, "guided", guided, guided,
+                                                   folder.name), guided, guided))
             for path in sorted(folder.glob("texts_*.csv")):
                 k, p, c, budget, smaller = ([int(v) for v in path.stem.split("_")[1].split("-")]
                                             + [0, 0])[:5]
                 name = f"policy K={k} P={p} C={c}" + (f" B={budget}" if budget else "") + \
                     (f" S={smaller}" if smaller else "")
-                rows.append(summary_row(texts, name, pd.read_csv(path), guided, folder.name))
+                part = pd.read_csv(path)
+                rows.append(with_intervals(summary_row(texts, name, part, guided, folder.name),
+                                           part, guided))
             continue
         guided = pd.read_csv(folder / "minimal_erasure_whitespace.csv").rename(
             columns={"seconds_per_snippet": "seconds"})
@@ -142,9 +162,9 @@ def summarize_runs(folders: list[Path], out: Path) -> None:
             part = pd.read_csv(path).rename(columns={"seconds_per_snippet": "seconds"})
             name = part.method.iloc[0].replace(" (whitespace)", "").replace(
                 "MinimalErasure", "guided")
-            rows.append(summary_row(
+            rows.append(with_intervals(summary_row(
                 f"test, {len(part)} {'long ' if 'long' in folder.name else ''}(held out)",
-                name, part, guided, folder.name))
+                name, part, guided, folder.name), part, guided))
     table = pd.DataFrame(rows).round(4)
     table.insert(0, "model", ["Bi-LSTM" if "bilstm" in run else "MiniLM" for run in table.run])
     table.to_csv(out, index=False)
