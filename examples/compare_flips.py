@@ -383,7 +383,7 @@ def main() -> None:
             final_erase_probability=float(history.erase_probability.tail(10).mean()),
             prior=args.prior, prior_weight=args.prior_weight,
             imitation_weight=args.imitation_weight,
-            imitation_rows=int(history.get("imitation_rows", pd.Series([0])).sum()),
+            imitation_rows=int(history.imitation_rows.sum()),
             learning_rate=args.learning_rate, batch=args.fit_batch)))
         print(f"fit: {seconds:.0f} s, {int(history.rows.sum())} rows", flush=True)
     if args.fit_only:

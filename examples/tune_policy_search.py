@@ -137,9 +137,9 @@ def with_intervals(row: dict, part: pd.DataFrame, guided: pd.DataFrame,
 
 def summarize_runs(folders: list[Path], out: Path) -> None:
     """One CSV row per setting of each named run folder against the guided search of the
-    same folder (same policy, same snippets), with bootstrap intervals (:func:`with_intervals`): a tuning folder of this script (its
-    ``guided.csv`` and per-text ``texts_*.csv``) or a ``compare_flips.py`` folder (its per-text
-    ``*_whitespace.csv``)."""
+    same folder (same policy, same snippets), with bootstrap intervals (:func:`with_intervals`):
+    a tuning folder of this script (its ``guided.csv`` and per-text ``texts_*.csv``) or a
+    ``compare_flips.py`` folder (its per-text ``*_whitespace.csv``)."""
     rows = []
     for folder in folders:
         if (folder / "guided.csv").exists():

@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from captum_erasure.attr.flip._common import flip_margin, prune
 from captum_erasure.attr.flip.policy import rewards, sparsity_kl
-from captum_erasure.attr.flip.search import SearchBatch, batch_flips
+from captum_erasure.attr.flip.policy_search import new_policy_text_search, prune_candidates
+from captum_erasure.attr.flip.search import SearchBatch, batch_flips, start_searches
 
 
 def mask_log_prob(logits: Tensor, masks: Tensor, valid: Tensor) -> Tensor:
@@ -23,29 +23,21 @@ def mask_log_prob(logits: Tensor, masks: Tensor, valid: Tensor) -> Tensor:
     return (log_prob * valid).sum(-1)
 
 
-def pruned_best_samples(batch: SearchBatch, masks: Tensor, flipped: Tensor, out: Tensor,
+def pruned_best_samples(batch: SearchBatch, masks: Tensor, out: Tensor,
                         logits: Tensor) -> dict[int, list[int]]:
-    """Per text with a flipping sample: its smallest one (ties: the stronger flip), pruned to
-    1-minimal (restoring the words the policy was least sure of first; rows counted by the
-    evaluator)."""
-    best: dict[int, tuple] = {}
+    """Per text with a flipping sample: its smallest one (ties: the stronger flip; the
+    bookkeeping of the explain-time policy search), pruned to 1-minimal by that search's
+    pruning (the words the policy was least sure of restored first; rows counted by the
+    evaluator). Texts already predicted as their target are left out."""
+    texts, _ = start_searches(batch, logits, new_policy_text_search)
     k = masks.shape[1]
-    for b in range(len(masks)):
-        label, target = int(batch.original[b].argmax()), batch.targets[b]
-        for s in range(k):
-            if not flipped[b, s]:
-                continue
-            erased = masks[b, s].nonzero().flatten().tolist()
-            key = (len(erased), -float(flip_margin(out[b * k + s][None], label, target)[0]))
-            if b not in best or key < best[b][0]:
-                best[b] = (key, erased, out[b * k + s])
-    examples = sorted(best)
-    labels = [int(batch.original[b].argmax()) for b in examples]
-    pruned, _ = prune(batch.evaluator, examples, [best[b][1] for b in examples], labels,
-                      [batch.targets[b] for b in examples], [best[b][2] for b in examples],
-                      [sorted(best[b][1], key=lambda f: (float(logits[b, f]), f))
-                       for b in examples])
-    return dict(zip(examples, pruned))
+    for b, text in enumerate(texts):
+        for s in range(k) if text is not None else ():
+            text.record(masks[b, s].nonzero().flatten().tolist(), out[b * k + s])
+    done = [b for b, text in enumerate(texts) if text is not None and text.best is not None]
+    found = prune_candidates(batch.evaluator, texts, done, [texts[b].best for b in done],
+                             logits, chunks=0)
+    return {b: erased for b, (erased, _) in found.items()}
 
 
 def reinforce_step(batch: SearchBatch, policy: nn.Module, baseline: nn.Module,
@@ -74,7 +66,7 @@ def reinforce_step(batch: SearchBatch, policy: nn.Module, baseline: nn.Module,
         prior_weight * sparsity_kl(probs, batch.valid, prior)
     imitated, rows_before = {}, sum(batch.evaluator.rows_per_example)
     if imitation_weight and bool(flipped.any()):
-        imitated = pruned_best_samples(batch, masks, flipped, out, logits.detach())
+        imitated = pruned_best_samples(batch, masks, out, logits.detach())
         examples = sorted(imitated)
         targets = torch.zeros(len(examples), logits.shape[1])
         for i, b in enumerate(examples):

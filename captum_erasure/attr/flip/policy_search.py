@@ -44,6 +44,10 @@ class PolicyTextSearch(TextSearch):
         return list(self.policy_order)
 
 
+# the additive model's settings are unused: no proposals, only the bookkeeping
+new_policy_text_search = functools.partial(PolicyTextSearch, ridge=1.0, noise=1.0, candidates=1)
+
+
 def policy_masks(probs: Tensor, valid: Tensor, samples: int, generator: torch.Generator,
                  prefixes: int = 0) -> list[list[tuple]]:
     """Per example, distinct non-empty masks (sorted word ids): the threshold decoding first,
@@ -147,9 +151,7 @@ def policy_search(batch: SearchBatch, logits: Tensor, samples: int,
     ids) or None, its probabilities, and a message (as ``MinimalErasure._search``)."""
     evaluator, n = batch.evaluator, len(batch.original)
     probs = torch.sigmoid(logits)
-    # the additive model's settings are unused: no proposals, only the bookkeeping
-    texts, messages = start_searches(batch, logits, functools.partial(
-        PolicyTextSearch, ridge=1.0, noise=1.0, candidates=1))
+    texts, messages = start_searches(batch, logits, new_policy_text_search)
     live = [b for b in range(n) if texts[b] is not None]
     proposed = policy_masks(probs, batch.valid, samples, generator, prefixes)
     record_masks(evaluator, texts, [(b, mask) for b in live for mask in proposed[b]],

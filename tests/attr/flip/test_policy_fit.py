@@ -41,7 +41,7 @@ def test_the_smallest_flipping_sample_is_pruned_to_the_needed_words(tiny_tokeniz
     assert flipped.tolist() == [[True, True, False]]
     rows = sum(batch.evaluator.rows_per_example)
     # equal logits: restored in word order; "the" keeps the flip, good and great do not
-    assert pruned_best_samples(batch, masks, flipped, out, torch.zeros(1, 6)) == {0: [3, 5]}
+    assert pruned_best_samples(batch, masks, out, torch.zeros(1, 6)) == {0: [3, 5]}
     # new rows: {good, great} (restoring the) and {great} (restoring good); {good} (restoring
     # great) was a sample and the minimality check asks for both again: memory
     assert sum(batch.evaluator.rows_per_example) - rows == 2
@@ -51,8 +51,7 @@ def test_no_flipping_sample_imitates_nothing(tiny_tokenizer):
     batch = toy_batch([TEXT], tiny_tokenizer)
     masks = torch.tensor([[[0., 0, 0, 1, 0, 0]]])
     out = batch.evaluator.evaluate([(0, [3])])
-    assert pruned_best_samples(batch, masks, torch.tensor([[False]]), out,
-                               torch.zeros(1, 6)) == {}
+    assert pruned_best_samples(batch, masks, out, torch.zeros(1, 6)) == {}
 
 
 def drawn_and_pruned(batch, policy, samples: int, seed: int) -> dict[int, list[int]]:
@@ -63,9 +62,7 @@ def drawn_and_pruned(batch, policy, samples: int, seed: int) -> dict[int, list[i
                             generator=torch.Generator().manual_seed(seed)) * batch.valid[:, None]
     requests = [(b, masks[b, s].nonzero().flatten().tolist())
                 for b in range(len(masks)) for s in range(samples)]
-    out = batch.evaluator.evaluate(requests)
-    flipped = batch_flips(batch, [b for b, _ in requests], out).reshape(len(masks), samples)
-    return pruned_best_samples(batch, masks, flipped, out, logits)
+    return pruned_best_samples(batch, masks, batch.evaluator.evaluate(requests), logits)
 
 
 @pytest.mark.parametrize("weight", [1.0, 5.0])
